@@ -1,0 +1,114 @@
+"""Batch normalization (Ioffe and Szegedy, 2015) over the batch (and spatial) axes of each channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+
+__all__ = ["batch_norm"]
+
+
+def _channel_view(x: Any) -> Any:
+    """(N, C) or (N, C, H, W) as (N, C, L): per-channel statistics are sums over axes 0 and 2."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+class BatchNorm(Function):
+    """Per channel c, over the m = N·H·W values of the batch:
+
+        μ = (1/m) Σ x,   σ² = (1/m) Σ (x − μ)²,   x̂ = (x − μ) / √(σ² + ε),   y = γ x̂ + β
+
+    Backward in training mode (μ and σ² depend on x), with g = γ ∂L/∂y:
+
+        ∂L/∂x = (1/√(σ² + ε)) · (g − mean(g) − x̂ · mean(g x̂))
+        ∂L/∂γ = Σ ∂L/∂y · x̂,     ∂L/∂β = Σ ∂L/∂y
+
+    In evaluation mode μ and σ² are the running estimates (constants), so ∂L/∂x = g / √(σ² + ε).
+    Training also updates the running estimates in place, as PyTorch does:
+    running_mean ← (1 − momentum)·running_mean + momentum·μ, and the same for running_var with the
+    unbiased variance σ²·m/(m − 1).
+    """
+
+    def __init__(self, running_mean: Any, running_var: Any, training: bool, momentum: float, eps: float) -> None:
+        self.running_mean, self.running_var = running_mean, running_var
+        self.training, self.momentum, self.eps = training, momentum, eps
+
+    def forward(self, x, weight, bias):
+        xp = get_array_module(x, weight, bias, self.running_mean, self.running_var)
+        c = x.shape[1]
+        xv = _channel_view(x)
+        m = xv.shape[0] * xv.shape[2]
+        if self.training:
+            if m < 2:
+                raise ValueError(f"batch_norm: training needs more than one value per channel, got input {tuple(x.shape)}")
+            mean = xv.sum(axis=2).sum(axis=0) / x.dtype.type(m)
+            xc = xv - mean[:, None]
+            var = (xc * xc).sum(axis=2).sum(axis=0) / x.dtype.type(m)
+            mom = self.momentum
+            if self.running_mean is not None:
+                self.running_mean *= 1 - mom
+                self.running_mean += mom * mean.astype(self.running_mean.dtype, copy=False)
+            if self.running_var is not None:
+                self.running_var *= 1 - mom
+                self.running_var += (mom * m / (m - 1)) * var.astype(self.running_var.dtype, copy=False)
+        else:
+            mean, var = self.running_mean.astype(x.dtype, copy=False), self.running_var.astype(x.dtype, copy=False)
+            xc = xv - mean[:, None]
+        invstd = 1 / xp.sqrt(var + x.dtype.type(self.eps))
+        x_hat = xc * invstd[:, None]  # reuses no memory of x: x may be needed elsewhere
+        gamma = weight if weight is not None else xp.ones(c, dtype=x.dtype)
+        y = x_hat * gamma[:, None]
+        if bias is not None:
+            y += bias[:, None]
+        self.save(x_hat, invstd, weight)
+        self.has_bias = bias is not None
+        return y.reshape(x.shape)
+
+    def backward(self, gy):
+        x_hat, invstd, weight = self.saved
+        shape = gy.shape
+        gyv = _channel_view(gy)
+        m = gyv.shape[0] * gyv.shape[2]
+        need_x, need_w, need_b = self.needs_input_grad
+        sum_gy = gyv.sum(axis=2).sum(axis=0) if (need_b or (need_x and self.training)) else None
+        sum_gy_xhat = (gyv * x_hat).sum(axis=2).sum(axis=0) if (need_w or (need_x and self.training)) else None
+        gx = None
+        if need_x:
+            k = invstd if weight is None else weight * invstd  # γ / √(σ² + ε)
+            if self.training:
+                inv_m = gy.dtype.type(1.0 / m)
+                gx = (gyv - (sum_gy * inv_m)[:, None] - x_hat * (sum_gy_xhat * inv_m)[:, None]) * k[:, None]
+            else:
+                gx = gyv * k[:, None]
+            gx = gx.reshape(shape)
+        gw = sum_gy_xhat if need_w else None
+        gb = sum_gy if (need_b and self.has_bias) else None
+        return gx, gw, gb
+
+
+def batch_norm(input: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,  # noqa: A002
+               bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Batch-normalize (N, C) or (N, C, H, W) input per channel (see :class:`BatchNorm`).
+
+    ``running_mean`` and ``running_var`` are raw arrays of shape (C,) (or None, then training mode
+    must be on); they are updated in place when ``training`` is True.
+    """
+    x = input.data if isinstance(input, Tensor) else input
+    if x.ndim not in (2, 4):
+        raise ValueError(f"batch_norm: expected 2-D (N, C) or 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
+        arr = arr.data if isinstance(arr, Tensor) else arr
+        if arr is not None and tuple(arr.shape) != (c,):
+            raise ValueError(f"batch_norm: {name} of shape ({c},) expected for {c} channels, got {tuple(arr.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(f"batch_norm: {name} of shape ({c},) expected for {c} channels, got {tuple(t.shape)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: evaluation mode (training=False) needs running_mean and running_var")
+    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    return BatchNorm(rm, rv, training, momentum, eps)(input, weight, bias)

@@ -1,0 +1,60 @@
+"""Shared fixtures: the devices every op test runs on.
+
+``device`` is "cpu" (NumPy) and "cuda". Without a GPU, "cuda" is the strict simulated device of
+``tests/strict_device.py``; with ``MINISE_TEST_GPU=1`` on a machine with CuPy and a GPU it is real
+CuPy, so the same tests check the real GPU path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from minise import backend
+
+from . import strict_device
+
+REAL_GPU = os.environ.get("MINISE_TEST_GPU") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: opt-in (real data or long training); run with -m slow")
+    config.addinivalue_line("markers", "gpu: needs CuPy and a GPU")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not REAL_GPU:
+        skip = pytest.mark.skip(reason="needs a real GPU: set MINISE_TEST_GPU=1 on a machine with CuPy and a GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request: pytest.FixtureRequest):
+    """Run the test on NumPy and on the (real or simulated) GPU."""
+    if request.param == "cuda" and not REAL_GPU:
+        backend.register_device("cuda", strict_device.xp, strict_device.DeviceArray)
+        try:
+            yield "cuda"
+        finally:
+            backend.unregister_device("cuda")
+    else:
+        yield request.param
+
+
+@pytest.fixture
+def simulated_gpu():
+    """The strict simulated device bound to "cuda" for one test (even where a real GPU exists)."""
+    backend.register_device("cuda", strict_device.xp, strict_device.DeviceArray)
+    try:
+        yield strict_device
+    finally:
+        backend.unregister_device("cuda")
+
+
+def on(device: str, array: np.ndarray):
+    """A copy of a NumPy array on ``device`` (the explicit host-to-device copy; never an alias)."""
+    return backend.to_device(np.array(array, copy=True), device)

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+import minise.functional as F
+from minise import Tensor, gradcheck
+
+from ..conftest import on
+
+
+@pytest.mark.parametrize("n,k", [(1, 2), (5, 10), (8, 3)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_gradcheck(device, n, k, smoothing):
+    rng = np.random.default_rng(0)
+    x = Tensor(on(device, rng.standard_normal((n, k)) * 3), requires_grad=True)
+    t = Tensor(on(device, rng.integers(0, k, n)))
+    assert gradcheck(lambda x: F.cross_entropy(x, t, label_smoothing=smoothing), [x])
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_against_torch(device, smoothing, dtype, tol):
+    rng = np.random.default_rng(3)
+    x_np = (rng.standard_normal((16, 10)) * 4).astype(dtype)
+    t_np = rng.integers(0, 10, 16)
+    x = Tensor(on(device, x_np), requires_grad=True)
+    loss = F.cross_entropy(x, Tensor(on(device, t_np)), label_smoothing=smoothing)
+    loss.backward(on(device, np.array(1.7, dtype=dtype)))
+    xt = torch.tensor(x_np, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(xt, torch.tensor(t_np), label_smoothing=smoothing)
+    (lt * 1.7).backward()
+    assert loss.dtype == dtype and loss.shape == ()
+    np.testing.assert_allclose(loss.numpy(), lt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=tol, atol=tol)
+
+
+def test_stable_for_huge_logits():
+    x = Tensor(np.array([[1000.0, -1000.0], [-1000.0, 1000.0]]), requires_grad=True)
+    loss = F.cross_entropy(x, Tensor(np.array([0, 0])))
+    loss.backward()
+    assert loss.item() == pytest.approx(1000.0)
+    assert np.isfinite(x.grad.numpy()).all()
+
+
+def test_bad_targets(device):
+    x = Tensor(on(device, np.zeros((3, 4))))
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\]"):
+        F.cross_entropy(x, Tensor(on(device, np.array([0, 4, 1]))))
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\]"):
+        F.cross_entropy(x, Tensor(on(device, np.array([0, -1, 1]))))
+    with pytest.raises(TypeError, match="integer class indices"):
+        F.cross_entropy(x, Tensor(on(device, np.array([0.0, 1.0, 1.0]))))
+    with pytest.raises(ValueError, match=r"target of shape \(3,\)"):
+        F.cross_entropy(x, Tensor(on(device, np.array([0, 1]))))
