@@ -364,7 +364,9 @@ def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: b
         if not isinstance(gxs, tuple):
             gxs = (gxs,)
         if len(gxs) != len(fn.inputs):
-            raise RuntimeError(f"{type(fn).__name__}.backward returned {len(gxs)} gradients for {len(fn.inputs)} inputs")
+            raise RuntimeError(
+                f"{type(fn).__name__}.backward returned {len(gxs)} gradients for {len(fn.inputs)} inputs"
+            )
         for t, g, wanted in zip(fn.inputs, gxs, fn.needs_input_grad):
             if not wanted or g is None:
                 continue

@@ -18,13 +18,34 @@ from . import strict_device
 
 REAL_GPU = os.environ.get("MINISE_TEST_GPU") == "1"
 
+# `minise assignments grade` sets this: the tests must then run against that student copy alone.
+_GRADE_ROOT = os.environ.get("MINISE_GRADE_ROOT")
+if _GRADE_ROOT:
+    import minise
+
+    _here = os.path.realpath(minise.__file__)
+    if not _here.startswith(os.path.realpath(_GRADE_ROOT) + os.sep):
+        pytest.exit(f"grading {_GRADE_ROOT}, but minise was imported from {_here}", returncode=3)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--assignment", action="append", default=[], metavar="NAME",
+                     help="run only the graded tests of this assignment (see minise/assignments.py)")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: opt-in (real data or long training); run with -m slow")
     config.addinivalue_line("markers", "gpu: needs CuPy and a GPU")
+    config.addinivalue_line("markers", "assignment(*parts): graded test of assignment parts 'name/part'")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    chosen = config.getoption("--assignment")
+    if chosen:
+        keep = [it for it in items
+                if any(p.split("/")[0] in chosen for m in it.iter_markers("assignment") for p in m.args)]
+        config.hook.pytest_deselected(items=[it for it in items if it not in keep])
+        items[:] = keep
     if not REAL_GPU:
         skip = pytest.mark.skip(reason="needs a real GPU: set MINISE_TEST_GPU=1 on a machine with CuPy and a GPU")
         for item in items:

@@ -42,7 +42,9 @@ class BatchNorm(Function):
         m = xv.shape[0] * xv.shape[2]
         if self.training:
             if m < 2:
-                raise ValueError(f"batch_norm: training needs more than one value per channel, got input {tuple(x.shape)}")
+                raise ValueError(
+                    f"batch_norm: training needs more than one value per channel, got input {tuple(x.shape)}"
+                )
             mean = xv.sum(axis=2).sum(axis=0) / x.dtype.type(m)
             xc = xv - mean[:, None]
             var = (xc * xc).sum(axis=2).sum(axis=0) / x.dtype.type(m)
