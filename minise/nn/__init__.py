@@ -22,11 +22,11 @@ from .layers import (
     Tanh,
 )
 from .module import IncompatibleKeys, Module, ModuleList, Parameter, Sequential, StateDictError
-from .se import SqueezeExcitation
+from .se import SqueezeExcitation, excitations, keep_excitations
 
 __all__ = [
     "Module", "Parameter", "Sequential", "ModuleList", "StateDictError", "IncompatibleKeys", "init",
     "Conv2d", "Linear", "BatchNorm2d", "BatchNorm1d", "ReLU", "Sigmoid", "Tanh",
     "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d", "Flatten", "Identity",
-    "SqueezeExcitation",
+    "SqueezeExcitation", "keep_excitations", "excitations",
 ]

@@ -27,7 +27,7 @@ from ..autograd import Tensor
 from .layers import Conv2d, Linear
 from .module import Module
 
-__all__ = ["SqueezeExcitation", "SQUEEZES", "GATES"]
+__all__ = ["SqueezeExcitation", "SQUEEZES", "GATES", "keep_excitations", "excitations"]
 
 SQUEEZES: dict[str, Callable[[Tensor], Tensor]] = {"avg": F.global_avg_pool2d, "max": F.global_max_pool2d}
 GATES: dict[str, Callable[[Tensor], Tensor]] = {"sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu}
@@ -106,3 +106,25 @@ class SqueezeExcitation(Module):
         if self.spatial:
             s += ", spatial=True"
         return s
+
+
+def keep_excitations(model: Module, keep: bool = True) -> list[str]:
+    """Switch ``keep_excitation`` on (or off) in every SE block of ``model``; returns the blocks' names."""
+    names = []
+    for name, m in model.named_modules():
+        if isinstance(m, SqueezeExcitation):
+            m.keep_excitation = keep
+            if not keep:
+                m.excitation = None
+            names.append(name)
+    return names
+
+
+def excitations(model: Module) -> dict[str, Any]:
+    """The latest excitations s (N, C) of every SE block that keeps them, by block name (raw arrays).
+
+    For the "role of excitation" analysis (Sec. 7.2): ``keep_excitations(model)``, run a batch of
+    one class under ``no_grad()``, then read e.g. ``excitations(model)["layer3.2.se"]``.
+    """
+    return {name: m.excitation for name, m in model.named_modules()
+            if isinstance(m, SqueezeExcitation) and m.excitation is not None}

@@ -1,0 +1,303 @@
+"""Whole-network speed and memory: ResNet-20 and SE-ResNet-20, minise against PyTorch in the same run.
+
+    python benchmarks/models.py                     # CPU: NumPy against PyTorch CPU
+    python benchmarks/models.py --device cuda       # GPU: CuPy against PyTorch CUDA
+    python benchmarks/models.py --profile           # where minise's training step spends its time
+
+For each network, batch 128 of 3×32×32 in float32: a training step (forward, cross-entropy,
+backward, SGD update with momentum 0.9 and weight decay 1e-4) and an evaluation forward pass, in
+images per second (of the best timed step, the fairest reading on a shared machine; the ratio of
+the medians is printed too), and peak memory. Each framework, network and phase runs in its own
+process, so thread pools and allocators do not meet. Peak memory: on the CPU the growth of the
+process's peak resident set from just before the first step (the same measure for both
+frameworks), on the GPU the allocator's peak (CuPy's memory pool, torch.cuda.max_memory_allocated).
+
+Targets (issue 3): minise's training step at ≥ 0.5× PyTorch's images/s on the 2-core CPU, and
+SE-ResNet-20 within 10 % of ResNet-20's speed in minise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ---------------------------------------------------------------------- minise
+def run_minise(name: str, phase: str, batch: int, steps: int, warmup: int, device: str) -> dict:
+    sys.path.insert(0, ROOT)
+    import minise  # noqa: PLC0415
+    import minise.functional as F  # noqa: PLC0415
+    import minise.models as M  # noqa: PLC0415
+    from minise import backend, optim  # noqa: PLC0415
+
+    minise.nn.init.manual_seed(0)
+    model = M.create(name).to(device)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(0)
+    x = minise.Tensor(backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), device))
+    t = minise.Tensor(backend.to_device(rng.integers(0, 10, batch), device))
+
+    def train_step() -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), t).backward()
+        opt.step()
+
+    def eval_step() -> None:
+        with minise.no_grad():
+            model(x)
+
+    sync = (lambda: backend.synchronize(device)) if device != "cpu" else (lambda: None)
+    pool = None
+    if device != "cpu":
+        import cupy  # noqa: PLC0415
+
+        pool = cupy.get_default_memory_pool()
+    return _timed(train_step if phase == "train" else eval_step, model, phase, batch, steps, warmup, sync,
+                  lambda: pool.total_bytes() / 2**20 if pool is not None else None)
+
+
+def _timed(fn, model, phase: str, batch: int, steps: int, warmup: int, sync, gpu_peak_mb) -> dict:
+    """Images/s of the best and the median step, and peak memory (see the module docstring)."""
+    model.train(phase == "train")
+    base = rss_peak_mb()
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    gpu = gpu_peak_mb()
+    return {"best": batch / min(times), "median": batch / statistics.median(times),
+            "mem_mb": gpu if gpu is not None else rss_peak_mb() - base}
+
+
+# ---------------------------------------------------------------------- PyTorch
+def torch_cifar_resnet(se: bool):
+    import torch  # noqa: PLC0415
+    import torch.nn as tnn  # noqa: PLC0415
+    import torch.nn.functional as TF  # noqa: PLC0415
+
+    class SE(tnn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = tnn.Linear(c, max(1, c // 16)), tnn.Linear(max(1, c // 16), c)
+
+        def forward(self, u):
+            s = torch.sigmoid(self.fc2(torch.relu(self.fc1(u.mean((2, 3))))))
+            return u * s[:, :, None, None]
+
+    class Block(tnn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(cout)
+            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(cout)
+            self.se = SE(cout) if se else None
+            self.stride, self.extra = stride, cout - cin
+
+        def forward(self, x):
+            out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            if self.se is not None:
+                out = self.se(out)
+            if self.stride > 1 or self.extra:
+                x = TF.pad(x[:, :, :: self.stride, :: self.stride],
+                           (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+            return torch.relu(out + x)
+
+    class Net(tnn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = tnn.Conv2d(3, 16, 3, 1, 1, bias=False), tnn.BatchNorm2d(16)
+            blocks, cin = [], 16
+            for cout, stride in ((16, 1), (32, 2), (64, 2)):
+                for b in range(3):
+                    blocks.append(Block(cin, cout, stride if b == 0 else 1))
+                    cin = cout
+            self.blocks = tnn.Sequential(*blocks)
+            self.fc = tnn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(self.blocks(torch.relu(self.bn1(self.conv1(x)))).mean((2, 3)))
+
+    return Net()
+
+
+def run_torch(name: str, phase: str, batch: int, steps: int, warmup: int, device: str) -> dict:
+    import torch  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = torch_cifar_resnet(name.startswith("se_")).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    t = torch.randint(0, 10, (batch,), device=device)
+
+    def train_step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), t).backward()
+        opt.step()
+
+    def eval_step() -> None:
+        with torch.no_grad():
+            model(x)
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    result = _timed(train_step if phase == "train" else eval_step, model, phase, batch, steps, warmup, sync,
+                    lambda: torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None)
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
+def se_cost_minise(batch: int, steps: int, warmup: int, device: str) -> dict:
+    """ResNet-20 and SE-ResNet-20 steps alternated in one process: the SE's cost without the drift
+    between processes that a shared machine adds (separate runs can differ by 10 % on their own)."""
+    sys.path.insert(0, ROOT)
+    import minise  # noqa: PLC0415
+    import minise.functional as F  # noqa: PLC0415
+    import minise.models as M  # noqa: PLC0415
+    from minise import backend  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    x = minise.Tensor(backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), device))
+    t = minise.Tensor(backend.to_device(rng.integers(0, 10, batch), device))
+    models = {name: M.create(name).to(device) for name in ("resnet20", "se_resnet20")}
+    out = {}
+    for phase in ("train", "eval"):
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for i in range(warmup + steps):
+            for name, model in models.items():
+                model.train(phase == "train")
+                start = time.perf_counter()
+                if phase == "train":
+                    model.zero_grad()
+                    F.cross_entropy(model(x), t).backward()
+                else:
+                    with minise.no_grad():
+                        model(x)
+                backend.synchronize(device)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        out[phase] = min(times["resnet20"]) / min(times["se_resnet20"])
+        out[phase + "_median"] = statistics.median(times["resnet20"]) / statistics.median(times["se_resnet20"])
+    return out
+
+
+# ---------------------------------------------------------------------- driver
+def worker(args: argparse.Namespace) -> None:
+    if args.worker == "se_cost":
+        print(json.dumps(se_cost_minise(args.batch, args.steps, args.warmup, args.device)))
+        return
+    fn = run_minise if args.worker == "minise" else run_torch
+    print(json.dumps(fn(args.model, args.phase, args.batch, args.steps, args.warmup, args.device)))
+
+
+def measure(framework: str, model: str, phase: str, args: argparse.Namespace) -> dict:
+    """One framework, network and phase in a fresh process (its own threads, allocator and peak memory)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--batch", str(args.batch),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
+    if model:
+        cmd += ["--model", model, "--phase", phase]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{framework} {model} {phase} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile(args: argparse.Namespace) -> None:
+    """cProfile of minise's SE-ResNet-20 training step: the ops that take the time."""
+    import cProfile  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    sys.path.insert(0, ROOT)
+    import minise  # noqa: PLC0415
+    import minise.functional as F  # noqa: PLC0415
+    import minise.models as M  # noqa: PLC0415
+    from minise import optim  # noqa: PLC0415
+
+    model = M.create(args.model or "se_resnet20")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = minise.Tensor(rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32))
+    t = minise.Tensor(rng.integers(0, 10, args.batch))
+
+    def step() -> None:
+        opt.zero_grad()
+        F.cross_entropy(model(x), t).backward()
+        opt.step()
+
+    step()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(args.steps):
+        step()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--models", default="resnet20,se_resnet20")
+    parser.add_argument("--profile", action="store_true", help="profile minise's training step instead")
+    parser.add_argument("--worker", choices=["minise", "torch", "se_cost"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["train", "eval"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    if args.profile:
+        profile(args)
+        return
+    models = args.models.split(",")
+    print(f"batch {args.batch} × 3×32×32 float32 on {args.device}; {args.steps} timed steps after "
+          f"{args.warmup} warm-up; {os.cpu_count()} CPUs")
+    r = {(fw, m, ph): measure(fw, m, ph, args)
+         for m in models for ph in ("train", "eval") for fw in ("minise", "torch")}
+    mem = "GPU peak MB" if args.device == "cuda" else "peak RSS +MB"
+    print(f"\n{'network':<12} {'phase':<6} {'minise img/s':>13} {'torch img/s':>12} {'ratio':>6}  "
+          f"{'(median ratio)':>14}  {'minise ' + mem:>19} {'torch ' + mem:>18}")
+    for m in models:
+        for ph in ("train", "eval"):
+            a, b = r[("minise", m, ph)], r[("torch", m, ph)]
+            print(f"{m:<12} {ph:<6} {a['best']:>13.1f} {b['best']:>12.1f} {a['best'] / b['best']:>6.2f}  "
+                  f"{a['median'] / b['median']:>14.2f}  {a['mem_mb']:>19.0f} {b['mem_mb']:>18.0f}")
+    print(f"(img/s: best step; torch threads: {r[('torch', models[0], 'train')].get('threads')})")
+    if {"resnet20", "se_resnet20"} <= set(models):
+        def ratio(fw: str, ph: str) -> float:
+            return r[(fw, "se_resnet20", ph)]["best"] / r[(fw, "resnet20", ph)]["best"]
+
+        print(f"\nSE-ResNet-20 / ResNet-20 speed, separate processes: minise train {ratio('minise', 'train'):.3f}, "
+              f"eval {ratio('minise', 'eval'):.3f}; torch train {ratio('torch', 'train'):.3f}, "
+              f"eval {ratio('torch', 'eval'):.3f}")
+        se = measure("se_cost", "", "", args)
+        print(f"SE-ResNet-20 / ResNet-20 speed in minise, steps alternated in one process: train {se['train']:.3f} "
+              f"(median {se['train_median']:.3f}), eval {se['eval']:.3f} (median {se['eval_median']:.3f}); "
+              f"target ≥ 0.90")
+        for m in ("resnet20", "se_resnet20"):
+            print(f"minise / torch training step, {m}: "
+                  f"{r[('minise', m, 'train')]['best'] / r[('torch', m, 'train')]['best']:.2f} (target ≥ 0.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""What every tutorial step shares: the command line, the output folder, figures, checks, timing, data.
+
+Each step is run as ``python tutorials/NN_name.py [--out DIR] [--quick]``. This module
+
+- makes ``import minise`` work from a plain checkout (it puts the repository root on ``sys.path``
+  when minise is not installed),
+- switches matplotlib to the Agg backend (no display needed),
+- gives each step ``--out`` (default ``./tutorial_out/NN_name/``) and ``--quick``,
+- provides :func:`claim`, the assertion every step uses for the facts it teaches: it raises
+  ``AssertionError`` with the message (never stripped by ``python -O``) and prints ``[ok]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("minise") is None:  # a plain checkout: use the package next to tutorials/
+    sys.path.insert(0, str(ROOT))
+
+import matplotlib  # noqa: E402 - the backend must be chosen before pyplot is imported
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["setup", "save", "claim", "best_time", "get_cifar", "plt", "ROOT", "section"]
+
+
+def setup(file: str, description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None,
+          argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the step's command line and create its output folder (``args.out``, a Path)."""
+    name = Path(file).stem  # e.g. "03_convolution"
+    parser = argparse.ArgumentParser(description=description.strip().splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("tutorial_out") / name,
+                        help=f"folder for the figures (default: ./tutorial_out/{name}/)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for tests (a few seconds)")
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    title = f"Step {name.replace('_', ' ', 1)}"
+    print("=" * len(title))
+    print(title)
+    print("=" * len(title))
+    return args
+
+
+def section(title: str) -> None:
+    print(f"\n--- {title} ---")
+
+
+def save(fig: Any, out: Path, filename: str) -> Path:
+    """Save a figure to ``out/filename`` and close it."""
+    path = Path(out) / filename
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"figure: {path}")
+    return path
+
+
+def claim(condition: Any, message: str) -> None:
+    """Assert a fact the step teaches; print it when it holds."""
+    if not bool(condition):
+        raise AssertionError(f"tutorial claim failed: {message}")
+    print(f"  [ok] {message}")
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 3, sync: Callable[[], None] | None = None) -> float:
+    """The fastest of ``repeat`` runs of ``fn()``, in seconds (``sync`` waits for a GPU to finish)."""
+    best = float("inf")
+    for _ in range(repeat):
+        if sync is not None:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz "
+                             "(default: $MINISE_DATA, else ~/.cache/minise)")
+    parser.add_argument("--download", action="store_true",
+                        help="download CIFAR-10 (170 MB) if it is not found (default: fall back to synthetic data)")
+
+
+def get_cifar(data_dir: Path | None, download: bool = False) -> tuple[Any, str]:
+    """CIFAR-10 from ``data_dir`` (via :func:`minise.data.load_cifar`), else a labelled synthetic stand-in.
+
+    Returns (data set, label for titles). The label says SYNTHETIC loudly when no CIFAR copy was found.
+    """
+    from minise.data import DataError, load_cifar, make_synthetic  # noqa: PLC0415
+
+    try:
+        t0 = time.perf_counter()
+        data = load_cifar("cifar10", data_dir=data_dir, download=download)
+        print(f"CIFAR-10 read from {data.source} in {time.perf_counter() - t0:.1f} s "
+              f"({len(data.train_labels)} training, {len(data.test_labels)} test images)")
+        return data, "CIFAR-10"
+    except (DataError, OSError) as exc:
+        where = data_dir if data_dir is not None else os.environ.get("MINISE_DATA", "~/.cache/minise")
+        print("!" * 78)
+        print(f"! No CIFAR-10 copy found in {where}:")
+        print(f"!   {str(exc).splitlines()[0][:300]}")
+        print("! Falling back to a SMALL SYNTHETIC data set (coloured block patterns, NOT CIFAR).")
+        print("! Its pictures and numbers say nothing about CIFAR. Use --data-dir DIR (or --download).")
+        print("!" * 78)
+        return make_synthetic(num_train=2000, num_test=500, seed=0), "SYNTHETIC data (not CIFAR)"
+
+
+def fmt_count(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
