@@ -163,7 +163,12 @@ def missing_data_message(spec: Spec, data_dir: Path, reason: str = "") -> str:
 
 # --------------------------------------------------------------------------- network and checksums
 def fetch_url(url: str, dest: Path, timeout: float = 30.0) -> None:
-    """Copy ``url`` to the file ``dest``. The only function in minise that touches the network."""
+    """Copy ``url`` to the file ``dest``. The only function in minise that touches the network.
+
+    Setting the environment variable ``MINISE_OFFLINE=1`` turns downloads off (tests, CI, air-gapped machines).
+    """
+    if os.environ.get("MINISE_OFFLINE", "") not in ("", "0"):
+        raise OSError("downloads are turned off (MINISE_OFFLINE is set)")
     with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:  # noqa: S310
         shutil.copyfileobj(response, out, length=1 << 20)
 
@@ -325,8 +330,8 @@ def load_cifar(name: str = "cifar10", data_dir: str | os.PathLike | None = None,
     """Load CIFAR-10 or CIFAR-100 (``name`` = "cifar10" | "cifar100") from ``data_dir``.
 
     Uses the extracted folder if present, else the archive (MD5-checked), else downloads the
-    archive when ``download`` is true. Raises :class:`DataError` with a message saying where to
-    put the data when none can be had.
+    archive when ``download`` is true (and ``MINISE_OFFLINE`` is not set). Raises
+    :class:`DataError` with a message saying where to put the data when none can be had.
     """
     if name not in SPECS:
         raise DataError(f"unknown data set {name!r}: expected one of {', '.join(SPECS)}")

@@ -86,7 +86,8 @@ class BatchLoader:
 
     ``shuffle``: a new order every epoch, drawn from ``rng``; ``augment``: random crop and flip;
     ``drop_last``: skip a final batch smaller than ``batch_size``. The uint8 images are moved to
-    the device once, so each batch is cut, augmented and normalised there.
+    the device once (pass device arrays to share them between loaders), so each batch is cut,
+    augmented and normalised there.
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *, mean: np.ndarray,
@@ -98,8 +99,10 @@ class BatchLoader:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if (shuffle or augment) and rng is None:
             raise ValueError("shuffle and augment need a random generator (rng)")
-        self.images = to_device(np.ascontiguousarray(images), device)
-        self.labels = to_device(np.asarray(labels, dtype=np.int64), device)
+        self.images = to_device(images, device)  # no copy when they are there already
+        self.labels = to_device(labels, device)
+        if self.labels.dtype != np.int64:
+            self.labels = self.labels.astype(np.int64)
         self.batch_size = batch_size
         self.mean = np.asarray(mean, dtype=np.float64)
         self.std = np.asarray(std, dtype=np.float64)

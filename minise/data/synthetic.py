@@ -30,7 +30,7 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, num_classes: int 
     """A learnable CIFAR-shaped data set: uint8 (N, 3, 32, 32) images, balanced int64 labels."""
     rng = np.random.default_rng(seed)
     # one pattern per class: a random 4x4 colour grid blown up to 32x32 (blocks of 8x8 pixels)
-    coarse = rng.uniform(40, 215, size=(num_classes, 3, 4, 4))
+    coarse = rng.uniform(40, 215, size=(num_classes, 3, 4, 4)).astype(np.float32)
     templates = coarse.repeat(8, axis=2).repeat(8, axis=3)
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +42,8 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, num_classes: int 
         cols = (np.arange(32)[None, :] - shifts[:, 1:]) % 32
         images = images[np.arange(n)[:, None, None, None], np.arange(3)[None, :, None, None],
                         rows[:, None, :, None], cols[:, None, None, :]]
-        images = images + rng.normal(0, 20, size=(n, 1, 1, 1)) + rng.normal(0, 25, size=images.shape)
+        images += 15 * rng.standard_normal((n, 1, 1, 1), dtype=np.float32)  # brightness
+        images += 15 * rng.standard_normal(images.shape, dtype=np.float32)  # pixel noise
         return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels.astype(np.int64)
 
     train_x, train_y = draw(num_train)

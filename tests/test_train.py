@@ -1,0 +1,276 @@
+"""The training loop and the ``minise`` command line, on tiny networks and generated CIFAR-format data."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minise
+from minise import train as train_mod
+from minise.checkpoint import load_checkpoint
+from minise.data import cifar
+from minise.train import DEFAULTS, _plan, _resolve, main, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+# se_resnet8: He et al.'s CIFAR ResNet with one block per stage (6n + 2, n = 1) and SE blocks, r = 4
+TINY = dict(DEFAULTS, model="se_resnet8", reduction=4, data="synthetic", limit_train=64, limit_test=40,
+            batch_size=16, epochs=3, lr=0.05, warmup_epochs=0.5)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the network, in this process or in the ones it starts."""
+    monkeypatch.setenv("MINISE_OFFLINE", "1")
+
+    def refuse(url: str, dest: Path, timeout: float = 30.0) -> None:
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(cifar, "fetch_url", refuse)
+
+
+def _cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MINISE_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "minise", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One two-epoch run of the tiny network, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("tiny_run")
+    return out, train(dict(TINY, epochs=2), out=out, progress=False, log=_quiet)
+
+
+def test_small_se_resnet_learns_generated_data(tmp_path: Path) -> None:
+    cfg = dict(TINY, limit_train=256, limit_test=100, epochs=3, lr=0.1, warmup_epochs=0.0)
+    summary = train(cfg, out=tmp_path / "run", progress=False, log=_quiet)
+    h = summary["history"]
+    assert [r["epoch"] for r in h] == [1, 2, 3]
+    assert h[-1]["train_loss"] < 0.75 * h[0]["train_loss"]
+    assert h[-1]["train_acc"] > 0.4  # chance is 0.1
+    assert max(r["test_acc"] for r in h) > 0.3
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["test_acc"]) == h[-1]["test_acc"]
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "best.npz").is_file() and (tmp_path / "run" / "last.npz").is_file()
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path: Path) -> None:
+    full = train(TINY, out=tmp_path / "full", progress=False, log=_quiet)
+    first = train(TINY, out=tmp_path / "split", stop_after=1, progress=False, log=_quiet)
+    assert first["stopped_early"] and first["epoch"] == 1
+    rest = train({}, resume=tmp_path / "split" / "last.npz", progress=False, log=_quiet)
+    assert rest["epoch"] == 3 and rest["step"] == full["step"] == 12
+    a, b = full["model"].state_dict(), rest["model"].state_dict()
+    assert list(a) == list(b)
+    for key in a:  # weights, BN running statistics and counters: bit for bit
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    arrays_a, meta_a = load_checkpoint(tmp_path / "full" / "last.npz")
+    arrays_b, meta_b = load_checkpoint(tmp_path / "split" / "last.npz")
+    assert set(arrays_a) == set(arrays_b) and any(k.startswith("optimizer/momentum/") for k in arrays_a)
+    for key in arrays_a:
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
+    assert meta_a["rng_state"] == meta_b["rng_state"] and meta_a["schedule"] == meta_b["schedule"]
+    for ra, rb in zip(meta_a["history"], meta_b["history"]):
+        assert (ra["train_loss"], ra["test_acc"], ra["lr"]) == (rb["train_loss"], rb["test_acc"], rb["lr"])
+
+
+def test_checkpoint_holds_the_run(tiny_run: tuple[Path, dict]) -> None:
+    out, summary = tiny_run
+    arrays, meta = load_checkpoint(out / "last.npz")
+    sd = summary["model"].state_dict()
+    assert {k[len("model/"):] for k in arrays if k.startswith("model/")} == set(sd)
+    assert "layer1.0.bn1.running_var" in sd and "layer1.0.se.fc1.weight" in sd
+    for key, value in sd.items():
+        np.testing.assert_array_equal(arrays["model/" + key], value, err_msg=key)
+    assert meta["epoch"] == 2 and meta["step"] == 8 and meta["config"]["model"] == "se_resnet8"
+    assert meta["schedule"]["iteration"] == 8 and len(meta["mean"]) == 3
+    assert meta["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert [r["epoch"] for r in meta["history"]] == [1, 2]
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    real = train_mod.F.cross_entropy
+    calls = [0]
+
+    def poisoned(logits, target):
+        loss = real(logits, target)
+        if minise.is_grad_enabled():  # training steps only, not evaluation
+            calls[0] += 1
+            if calls[0] == 6:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", poisoned)
+    out = tmp_path / "run"
+    code = main(["train", "--quick", "--model", "se_resnet8", "--reduction", "4", "--data-dir", str(tmp_path / "no"),
+                 "--limit-train", "64", "--limit-test", "20", "--batch-size", "16", "--epochs", "3",
+                 "--out", str(out), "--progress", "off"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "became nan at step 6 (epoch 2, batch 2 of 4)" in err
+    assert f"last good checkpoint is {out / 'last.npz'} (epoch 1)" in err
+    assert "Traceback" not in err
+    arrays, meta = load_checkpoint(out / "last.npz")
+    assert meta["epoch"] == 1
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if v.dtype.kind == "f")
+
+
+def test_eval_reproduces_the_best_accuracy(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    run, _ = tiny_run
+    _, meta = load_checkpoint(run / "best.npz")
+    assert main(["eval", "--checkpoint", str(run / "best.npz"), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    correct = round(meta["best_acc"] * 40)
+    assert f"test accuracy {100 * meta['best_acc']:.2f}% ({correct} / 40)" in out
+    assert "per-class accuracy:" in out and "pattern9" in out
+    assert "confusion matrix (rows: true class, columns: predicted):" in out
+    counts = [sum(int(v) for v in line.split()[1:]) for line in out.splitlines() if line.startswith("  pattern")
+              and "%" not in line]
+    assert sum(counts) == 40  # the printed confusion matrix covers every test image once
+    assert (tmp_path / "confusion-best.png").stat().st_size > 1000
+
+
+def test_plan_and_presets() -> None:
+    he = _resolve({"preset": "he2016", "model": "se_resnet110"})
+    assert (he["batch_size"], he["lr"], he["momentum"], he["weight_decay"]) == (128, 0.1, 0.9, 1e-4)
+    assert he["schedule"] == "multistep" and he["milestone_iters"] == [32000, 48000]
+    per_epoch, total, epochs = _plan(he, 50000)
+    assert (per_epoch, total, epochs) == (391, 64000, 164)
+    optimizer = minise.optim.SGD([minise.Tensor(np.zeros(2), requires_grad=True)], lr=0.1)
+    schedule = train_mod._make_schedule(he, optimizer, per_epoch, total)
+    assert schedule.lr_at(31999)[0] == 0.1 and schedule.lr_at(32000)[0] == pytest.approx(0.01)
+    assert schedule.lr_at(48000)[0] == pytest.approx(0.001)
+    # --epochs after the preset: counted in epochs, milestones at half and three quarters
+    short = _resolve({"preset": "he2016", "epochs": 8})
+    assert short["iterations"] is None and short["milestone_iters"] is None
+    assert _plan(short, 1000) == (8, 64, 8)
+    assert _plan(dict(short, drop_last=True), 1000) == (7, 56, 8)
+    quick = _resolve({"quick": True, "lr": 0.2})
+    assert quick["lr"] == 0.2 and quick["limit_train"] == train_mod.QUICK["limit_train"]
+
+
+def test_bad_options_are_user_errors(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--lr", "-1"]) == 2
+    assert "minise: error: --lr must be a finite number >= 0" in capsys.readouterr().err
+    assert main(["train", "--quick", "--model", "nonet", "--data-dir", "/nonexistent/x"]) == 2
+    assert "unknown model 'nonet'" in capsys.readouterr().err
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_run: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+    run, _ = tiny_run
+    before = (run / "last.npz").read_bytes()
+    assert main(["train", "--quick", "--out", str(run), "--data-dir", str(run / "no")]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "last.npz").read_bytes() == before
+
+
+def test_resume_refuses_a_different_configuration(tiny_run: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+    run, _ = tiny_run
+    before = (run / "last.npz").read_bytes()
+    assert main(["train", "--resume", str(run), "--lr", "0.3"]) == 2
+    assert "--lr 0.3 differs from the checkpoint's 0.05" in capsys.readouterr().err
+    assert (run / "last.npz").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------- the command as users run it
+def test_cli_missing_data_is_an_error_without_traceback(tmp_path: Path) -> None:
+    r = _cli("train", "--data-dir", str(tmp_path / "empty"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("minise: error: cifar10 not found in")
+    assert "cifar-10-python.tar.gz" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_bad_archive_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b truncated")
+    r = _cli("train", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "corrupt or incomplete" in r.stderr and "it was not used" in r.stderr
+
+
+def test_cli_quick_without_data_trains_on_generated_set_and_eval_checks_models(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    r = _cli("train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "empty"),
+             "--limit-train", "32", "--limit-test", "20", "--batch-size", "16", "--epochs", "1",
+             "--out", str(run), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert "GENERATED CIFAR-format set" in first
+    assert "cifar-10-python.tar.gz" in first and str(tmp_path / "empty") in first  # where to put CIFAR
+    assert "epoch 1/1" in r.stdout and "img/s" in r.stdout
+    assert "\r" not in r.stderr and "it/s" not in r.stderr  # no progress bar when not on a terminal
+    assert (run / "last.npz").is_file() and (run / "curves.png").is_file()
+
+    r = _cli("eval", "--checkpoint", str(run / "last.npz"), "--model", "resnet8", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "does not fit model resnet8" in r.stderr and "unexpected" in r.stderr
+
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    r = _cli("eval", "--checkpoint", str(tmp_path / "junk.npz"), cwd=tmp_path)
+    assert r.returncode == 2 and "not a readable minise checkpoint" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_help_explains_every_option(tmp_path: Path) -> None:
+    r = _cli("train", "--help", cwd=tmp_path)
+    assert r.returncode == 0
+    for option in ("--model", "--dataset", "--epochs", "--batch-size", "--lr", "--momentum", "--weight-decay",
+                   "--schedule", "--preset", "--device", "--seed", "--data-dir", "--out", "--resume",
+                   "--limit-train", "--limit-test", "--quick"):
+        assert option in r.stdout
+    assert "he2016" in r.stdout and "32k and 48k" in r.stdout
+
+
+def test_cli_cuda_without_cupy_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    if minise.backend.gpu_available():
+        pytest.skip("a GPU is available here")
+    r = _cli("train", "--quick", "--device", "cuda", "--data-dir", str(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "CuPy" in r.stderr
+
+
+@pytest.mark.slow
+def test_quick_on_the_shared_cifar10_copy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`minise train --quick` on real CIFAR-10 images (the offline copy beside the repository)."""
+    shared = cifar._shared_offline_copy()
+    if shared is None:
+        pytest.skip("no offline CIFAR-10 copy at ../shared/data/cifar10")
+    subprocess.run([sys.executable, str(shared / "make_cifar10_python.py"), str(tmp_path)], check=True)
+    assert main(["train", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("data: cifar10 from")
+    _, meta = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert meta["best_acc"] > 0.2  # chance is 0.1
+
+
+def test_training_on_the_simulated_gpu_matches_the_cpu(tmp_path: Path, simulated_gpu) -> None:
+    """The whole loop (batches, augmentation, steps, evaluation, checkpoint) with device arrays only.
+
+    The strict simulated device computes with NumPy underneath and the random numbers are drawn on
+    the host, so the result must match the CPU run; a stray ``np.`` call on device data raises.
+    """
+    cfg = dict(TINY, limit_train=32, limit_test=20, epochs=1)
+    cpu = train(cfg, out=tmp_path / "cpu", progress=False, log=_quiet)
+    gpu = train(cfg, out=tmp_path / "gpu", device="cuda", progress=False, log=_quiet)
+    a, b = cpu["model"].state_dict(), gpu["model"].state_dict()
+    for key in a:
+        # equal up to float32 rounding (an op may sum in another order on the device path)
+        np.testing.assert_allclose(minise.backend.to_numpy(b[key]), a[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert abs(cpu["history"][0]["test_acc"] - gpu["history"][0]["test_acc"]) <= 1 / 20
+    arrays, _ = load_checkpoint(tmp_path / "gpu" / "last.npz")  # saved as host arrays
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
