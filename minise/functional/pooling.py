@@ -115,8 +115,8 @@ class MaxPool2d(_Pool2d):
                     continue
                 candidate = x_pad[self._offset(u, v, ho, wo)]
                 better = candidate > y  # strictly greater: on a tie the earlier offset keeps the gradient
-                y = xp.where(better, candidate, y)
                 arg = xp.where(better, arg.dtype.type(u * kw + v), arg)
+                xp.maximum(y, candidate, out=y)
         self.save(arg)
         self.in_shape = x.shape
         return y
@@ -129,10 +129,10 @@ class MaxPool2d(_Pool2d):
         n, c, h, w = self.in_shape
         ho, wo = gy.shape[2:]
         gx_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
-        zero = xp.zeros((), dtype=gy.dtype)
         for u in range(kh):
             for v in range(kw):
-                gx_pad[self._offset(u, v, ho, wo)] += xp.where(arg == u * kw + v, gy, zero)
+                # ∂L/∂y of the windows whose maximum sits at offset (u, v); `+=` as windows overlap
+                gx_pad[self._offset(u, v, ho, wo)] += gy * (arg == u * kw + v)
         return self._unpad(gx_pad)
 
 

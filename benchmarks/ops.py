@@ -1,0 +1,195 @@
+"""Op speed: conv2d and pooling, forward + backward, minise against PyTorch measured in the same run.
+
+    python benchmarks/ops.py                    # CPU: NumPy against PyTorch CPU, float32, batch 128
+    python benchmarks/ops.py --device cuda      # GPU: CuPy against PyTorch CUDA
+    python benchmarks/ops.py --only conv --repeat 30
+
+Shapes are the CIFAR ResNet-20's (16, 32, 64 channels at 32, 16, 8 pixels; 3×3 convs with
+padding 1, the stride-2 transitions and the 1×1 stride-2 shortcut projections), the stem conv
+(which needs no input gradient), an SE-ResNeXt-style grouped conv, and the pools.
+
+Each row times one forward and backward pass (all input gradients; only the weight gradient for
+the stem), in alternating bursts of minise and PyTorch runs so that both see the same load, and
+keeps the best of ``--repeat`` runs each: the machine is shared, and the best run is the one least
+disturbed. PyTorch uses as many threads as NumPy's BLAS (all cores unless told otherwise).
+
+Memory: minise's peak during one forward + backward above what was allocated before it
+(tracemalloc, which sees NumPy's allocations; on the GPU, the bytes CuPy's memory pool holds
+afterwards), and for convs the size of the full column matrix, which a backward pass that kept
+the columns instead of rebuilding them would hold for every conv until its backward ran.
+
+Target (issue 2): every conv row within 2.5× of PyTorch CPU on the 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import minise.functional as F  # noqa: E402
+import minise.functional.conv as conv_module  # noqa: E402
+from minise import Tensor, backend  # noqa: E402
+
+# name, in channels, out channels, size, kernel, stride, padding, groups, needs input grad
+CONVS = [
+    ("conv 3x3 3->16 @32 (stem)", 3, 16, 32, 3, 1, 1, 1, False),
+    ("conv 3x3 16->16 @32", 16, 16, 32, 3, 1, 1, 1, True),
+    ("conv 3x3 32->32 @16", 32, 32, 16, 3, 1, 1, 1, True),
+    ("conv 3x3 64->64 @8", 64, 64, 8, 3, 1, 1, 1, True),
+    ("conv 3x3/2 16->32 @32", 16, 32, 32, 3, 2, 1, 1, True),
+    ("conv 3x3/2 32->64 @16", 32, 64, 16, 3, 2, 1, 1, True),
+    ("conv 1x1/2 16->32 @32", 16, 32, 32, 1, 2, 0, 1, True),
+    ("conv 1x1/2 32->64 @16", 32, 64, 16, 1, 2, 0, 1, True),
+    ("conv 3x3 g32 128->128 @8", 128, 128, 8, 3, 1, 1, 32, True),
+]
+# name, kind, channels, size, kernel, stride, padding
+POOLS = [
+    ("max_pool 3x3/2 p1 64ch @32", "max", 64, 32, 3, 2, 1),
+    ("max_pool 2x2/2 32ch @16", "max", 32, 16, 2, 2, 0),
+    ("avg_pool 3x3/2 p1 64ch @32", "avg", 64, 32, 3, 2, 1),
+    ("avg_pool 2x2/2 32ch @16", "avg", 32, 16, 2, 2, 0),
+    ("global_avg_pool 16ch @32", "gavg", 16, 32, 0, 0, 0),
+    ("global_avg_pool 64ch @8", "gavg", 64, 8, 0, 0, 0),
+    ("global_max_pool 64ch @8", "gmax", 64, 8, 0, 0, 0),
+]
+
+
+def best_times(fns: dict[str, Callable[[], None]], repeat: int, sync: Callable[[], None],
+               burst: int = 5) -> dict[str, float]:
+    """Best wall time of each function over ``repeat`` runs, taken in alternating bursts.
+
+    Runs come in bursts of ``burst`` for one framework at a time, with a pause between bursts:
+    right after a call, PyTorch's OpenMP threads and OpenBLAS's threads keep spinning for a while,
+    and alternating call by call would let each framework's idle spinning slow the other down
+    (about 3× here). Alternating bursts still spreads both over the same stretch of machine load.
+    """
+    best = dict.fromkeys(fns, float("inf"))
+    done = dict.fromkeys(fns, 0)
+    while min(done.values()) < repeat:
+        for name, fn in fns.items():
+            time.sleep(0.2)
+            fn()  # warm-up: caches, allocator, thread pool
+            sync()
+            for _ in range(min(burst, repeat - done[name])):
+                start = time.perf_counter()
+                fn()
+                sync()
+                best[name] = min(best[name], time.perf_counter() - start)
+                done[name] += 1
+    return best
+
+
+def peak_mb(fn: Callable[[], None], device: str) -> float:
+    """minise's peak memory during ``fn`` above what was allocated before it."""
+    if device == "cpu":
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            fn()
+            return (tracemalloc.get_traced_memory()[1] - base) / 2**20
+        finally:
+            tracemalloc.stop()
+    pool = backend.module_for(device).get_default_memory_pool()
+    pool.free_all_blocks()
+    base = pool.used_bytes()
+    fn()
+    backend.synchronize(device)
+    return (pool.total_bytes() - base) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=15, help="alternating rounds; the best is kept")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch CPU threads")
+    parser.add_argument("--only", choices=["conv", "pool"], default=None)
+    parser.add_argument("--block-kib", type=int, default=None,
+                        help="minise's CPU column block size (default: minise.functional.conv.CPU_BLOCK_BYTES)")
+    args = parser.parse_args()
+    if args.block_kib:
+        conv_module.CPU_BLOCK_BYTES = args.block_kib << 10
+
+    import torch  # noqa: PLC0415 - benchmarks may use torch; the package never does
+    import torch.nn.functional as TF  # noqa: PLC0415, N812
+
+    torch.set_num_threads(args.threads)
+    device = args.device
+    tdev = "cuda" if device == "cuda" else "cpu"
+    if device == "cuda":
+        backend.module_for("cuda")  # a clear error when CuPy or the GPU is missing
+
+    def sync() -> None:
+        if device == "cuda":
+            backend.synchronize("cuda")
+            torch.cuda.synchronize()
+
+    rng = np.random.default_rng(0)
+    n = args.batch
+    print(f"device {device}, float32, batch {n}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+          f"minise CPU blocks of {conv_module.CPU_BLOCK_BYTES >> 10} KiB, best of {args.repeat}")
+    print(f"{'op (forward + backward)':30s} {'minise ms':>10s} {'torch ms':>9s} {'ratio':>6s} "
+          f"{'minise peak MB':>15s} {'cols kept MB':>13s}")
+
+    def report(name: str, mine: Callable[[], None], theirs: Callable[[], None], cols_mb: float | None) -> None:
+        times = best_times({"mine": mine, "theirs": theirs}, args.repeat, sync)
+        mem = peak_mb(mine, device)
+        cols = f"{cols_mb:13.1f}" if cols_mb is not None else f"{'':13s}"
+        print(f"{name:30s} {times['mine'] * 1e3:10.2f} {times['theirs'] * 1e3:9.2f} "
+              f"{times['mine'] / times['theirs']:6.2f} {mem:15.1f} {cols}", flush=True)
+
+    def tensors(*shapes: tuple[int, ...], grads: tuple[bool, ...]) -> tuple[list[Tensor], list[torch.Tensor]]:
+        arrays = [(rng.standard_normal(s) * 0.1).astype(np.float32) for s in shapes]
+        mine = [Tensor(backend.to_device(a, device), requires_grad=g) for a, g in zip(arrays, grads)]
+        theirs = [torch.tensor(a, device=tdev, requires_grad=g) for a, g in zip(arrays, grads)]
+        return mine, theirs
+
+    def runner(fn: Callable, inputs: list, gy: object) -> Callable[[], None]:
+        def run() -> None:
+            for t in inputs:
+                t.grad = None
+            fn(*inputs).backward(gy)
+        return run
+
+    if args.only in (None, "conv"):
+        for name, cin, cout, size, k, stride, pad, groups, input_grad in CONVS:
+            (x, w), (xt, wt) = tensors((n, cin, size, size), (cout, cin // groups, k, k), grads=(input_grad, True))
+            settings = dict(stride=stride, padding=pad, groups=groups)
+            out = (size + 2 * pad - k) // stride + 1
+            gy = (rng.standard_normal((n, cout, out, out))).astype(np.float32)
+            mine = runner(lambda x, w, s=settings: F.conv2d(x, w, **s), [x, w], backend.to_device(gy, device))
+            theirs = runner(lambda x, w, s=settings: TF.conv2d(x, w, **s), [xt, wt], torch.tensor(gy, device=tdev))
+            cols_mb = cin * k * k * n * out * out * 4 / 2**20
+            report(name, mine, theirs, cols_mb)
+
+    if args.only in (None, "pool"):
+        for name, kind, c, size, k, stride, pad in POOLS:
+            (x,), (xt,) = tensors((n, c, size, size), grads=(True,))
+            if kind == "max":
+                pair = (lambda x, k=k, s=stride, p=pad: F.max_pool2d(x, k, s, p),
+                        lambda x, k=k, s=stride, p=pad: TF.max_pool2d(x, k, s, p))
+            elif kind == "avg":
+                pair = (lambda x, k=k, s=stride, p=pad: F.avg_pool2d(x, k, s, p),
+                        lambda x, k=k, s=stride, p=pad: TF.avg_pool2d(x, k, s, p))
+            elif kind == "gavg":
+                pair = (F.global_avg_pool2d, lambda x: x.mean(dim=(2, 3)))
+            else:
+                pair = (F.global_max_pool2d, lambda x: x.amax(dim=(2, 3)))
+            with torch.no_grad():
+                out_shape = tuple(pair[1](xt).shape)
+            gy = rng.standard_normal(out_shape).astype(np.float32)
+            report(name, runner(pair[0], [x], backend.to_device(gy, device)),
+                   runner(pair[1], [xt], torch.tensor(gy, device=tdev)), None)
+
+
+if __name__ == "__main__":
+    main()
