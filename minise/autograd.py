@@ -315,6 +315,7 @@ def _check_inputs(name: str, arrays: Sequence[Any]) -> None:
 
 def _topological_order(roots: Sequence[Tensor]) -> list[Function]:
     """Functions reachable from ``roots``, each after every Function that consumes its outputs."""
+    # BEGIN SOLUTION autograd/topological_order
     order: list[Function] = []
     visited: set[int] = set()
     stack: list[tuple[Function, bool]] = [(r.creator, False) for r in roots if r.creator is not None]
@@ -337,10 +338,12 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Function]:
                 stack.append((t.creator, False))
     order.reverse()  # post-order reversed: consumers before producers
     return order
+    # END SOLUTION
 
 
 def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: bool = False) -> None:
     """Reverse-mode sweep from ``roots`` (with upstream ``grads``) to the leaves."""
+    # BEGIN SOLUTION autograd/backpropagate
     pending: dict[int, Any] = {}  # id(tensor) -> gradient summed so far
 
     def add(t: Tensor, g: Any) -> None:
@@ -383,3 +386,4 @@ def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: b
             fn.saved = ()
             fn.inputs = None
             fn.outputs = ()
+    # END SOLUTION

@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import CIFAR, BatchLoader, DataError, channel_stats, default_data_dir, load_cifar, make_synthetic
 from .optim import SGD, CosineLR, MultiStepLR, Schedule, no_decay_groups
 
-__all__ = ["train", "evaluate", "main", "UserError", "NonFiniteLoss", "DEFAULTS", "PRESETS", "QUICK"]
+__all__ = ["train", "train_epoch", "evaluate", "main", "UserError", "NonFiniteLoss", "DEFAULTS", "PRESETS", "QUICK"]
 
 
 class UserError(Exception):
@@ -379,6 +379,43 @@ class _EpochMeter:
 
 
 # ----------------------------------------------------------------------------- the training loop
+def train_epoch(model: Any, loader: Iterable[tuple[Any, Any]], optimizer: SGD, schedule: Schedule | None = None,
+                *, max_steps: int | None = None,
+                on_step: Callable[[Any, Any, int], None] | None = None) -> int:
+    """One pass of minibatch SGD over ``loader``; returns the number of steps taken.
+
+    With the model in training mode (batch norm normalises with, and updates, the batch
+    statistics), for each batch (x, y) of raw arrays from ``loader``, at most ``max_steps`` of them:
+
+        logits = model(x),   L = cross_entropy(logits, y)                      (the mean over the batch)
+        ∂L/∂θ for every parameter θ, by backpropagation from L alone           (no gradient of an
+                                                                                earlier step may remain)
+        optimizer.step(), then schedule.step() (when there is a schedule)      (one step per batch)
+
+    and then ``on_step(loss, correct, batch_size)``, with the batch's loss and its number of correct
+    predictions (argmax of the logits) as arrays on the model's device: the caller decides when to
+    read them, so a GPU is not made to wait for the host after every step.
+    """
+    # BEGIN SOLUTION training/loop
+    model.train()
+    steps = 0
+    for x, y in loader:
+        if max_steps is not None and steps >= max_steps:
+            break
+        logits = model(Tensor(x))
+        loss = F.cross_entropy(logits, Tensor(y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        steps += 1
+        if on_step is not None:
+            on_step(loss.data, (logits.data.argmax(axis=1) == y).sum(), len(y))
+    return steps
+    # END SOLUTION
+
+
 def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_dir: str | None = None,
           device: str = "cpu", resume: str | os.PathLike | None = None, stop_after: int | None = None,
           log: Callable[[str], None] = print, progress: bool | None = None) -> dict[str, Any]:
@@ -481,18 +518,12 @@ def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_
                 break
             meter = _EpochMeter(epoch, per_epoch, step, num_epochs, min(per_epoch, total_iters - step), progress)
             lr_epoch = schedule.lr
-            model.train()
-            for x, y in loader:
-                if step >= total_iters:
-                    break
-                logits = model(Tensor(x))
-                loss = F.cross_entropy(logits, Tensor(y))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
+            def on_step(loss: Any, correct: Any, size: int, meter: _EpochMeter = meter) -> None:
+                nonlocal step
                 step += 1
-                meter.add(loss.data, (logits.data.argmax(axis=1) == y).sum(), len(y), sync=step % sync_every == 0)
+                meter.add(loss, correct, size, sync=step % sync_every == 0)
+
+            train_epoch(model, loader, optimizer, schedule, max_steps=total_iters - step, on_step=on_step)
             seen, loss_sum, correct, train_time = meter.close()
             epoch += 1
 

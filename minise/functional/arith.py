@@ -17,12 +17,14 @@ __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "s
 
 def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     """Sum ``g`` down to ``shape``: the adjoint of broadcasting ``shape`` up to ``g.shape``."""
+    # BEGIN SOLUTION autograd/sum_to
     if tuple(g.shape) == tuple(shape):
         return g
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
     g = g.sum(axis=axes, keepdims=True)
     return g.reshape(shape)
+    # END SOLUTION
 
 
 class Add(Function):
@@ -33,8 +35,10 @@ class Add(Function):
         return a + b
 
     def backward(self, gy):
+        # BEGIN SOLUTION autograd/add
         sa, sb = self.shapes
         return sum_to(gy, sa), sum_to(gy, sb)
+        # END SOLUTION
 
 
 class Sub(Function):
@@ -58,10 +62,12 @@ class Mul(Function):
         return a * b
 
     def backward(self, gy):
+        # BEGIN SOLUTION autograd/mul
         a, b = self.saved
         ga = sum_to(gy * b, a.shape) if self.needs_input_grad[0] else None
         gb = sum_to(gy * a, b.shape) if self.needs_input_grad[1] else None
         return ga, gb
+        # END SOLUTION
 
 
 class Div(Function):

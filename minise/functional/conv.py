@@ -192,6 +192,7 @@ def _on_grid(gy: Any, geo: _Geometry) -> Any:
 
 def _correlate(x: Any, w: Any, geo: _Geometry, groups: int) -> Any:
     """y = W_mat X_col for every group, block by block; (N, O, H_out, W_out), no bias."""
+    # BEGIN SOLUTION conv/forward
     xp = get_array_module(x)
     n = x.shape[0]
     o, cg, kh, kw = w.shape
@@ -207,6 +208,7 @@ def _correlate(x: Any, w: Any, geo: _Geometry, groups: int) -> Any:
         y_block = xp.matmul(w_mat, cols).reshape(o, b, ho, wq)
         y[n0:n0 + b] = y_block.transpose(1, 0, 2, 3)[:, :, :, :wo]
     return y
+    # END SOLUTION
 
 
 def _pointwise(x: Any, w: Any, stride: tuple[int, int], groups: int) -> Any:
@@ -268,6 +270,7 @@ class Conv2d(Function):
 
     def _backward_by_columns(self, x: Any, w: Any, gy: Any, need_w: bool, need_x: bool) -> tuple[Any, Any]:
         """Block by block: ∂L/∂W_mat += ∂L/∂Y · X_colᵀ, and (if asked) ∂L/∂x by col2im of W_matᵀ · ∂L/∂Y."""
+        # BEGIN SOLUTION conv/backward
         xp = get_array_module(gy)
         geo, g = self.geo, self.groups
         n = x.shape[0]
@@ -300,6 +303,7 @@ class Conv2d(Function):
             gx = xp.ascontiguousarray(g_grid[:, :, ph:ph + geo.h, pw:pw + geo.w])
         gw = gw_t.transpose(0, 2, 1).reshape(w.shape) if need_w else None
         return gw, gx
+        # END SOLUTION
 
     def _pointwise_backward(self, x: Any, w: Any, gy: Any, need_x: bool, need_w: bool) -> tuple[Any, Any]:
         """1×1: ∂L/∂W = Σ_n ∂L/∂Y[n] X[n]ᵀ and ∂L/∂X[n] = Wᵀ ∂L/∂Y[n] (X[n]: the pixels the stride keeps)."""

@@ -69,6 +69,7 @@ class BatchNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, gy):
+        # BEGIN SOLUTION se/batchnorm_backward
         x_hat, invstd, weight = self.saved
         shape = gy.shape
         gyv = _channel_view(gy)
@@ -88,6 +89,7 @@ class BatchNorm(Function):
         gw = sum_gy_xhat if need_w else None
         gb = sum_gy if (need_b and self.has_bias) else None
         return gx, gw, gb
+        # END SOLUTION
 
 
 def batch_norm(input: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,  # noqa: A002

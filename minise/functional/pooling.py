@@ -122,6 +122,7 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, gy):
+        # BEGIN SOLUTION conv/max_pool_backward
         (arg,) = self.saved
         xp = get_array_module(gy)
         kh, kw = self.kernel
@@ -134,6 +135,7 @@ class MaxPool2d(_Pool2d):
                 # ∂L/∂y of the windows whose maximum sits at offset (u, v); `+=` as windows overlap
                 gx_pad[self._offset(u, v, ho, wo)] += gy * (arg == u * kw + v)
         return self._unpad(gx_pad)
+        # END SOLUTION
 
 
 class AvgPool2d(_Pool2d):
@@ -155,6 +157,7 @@ class AvgPool2d(_Pool2d):
         return y * (1.0 / (kh * kw))
 
     def backward(self, gy):
+        # BEGIN SOLUTION conv/avg_pool_backward
         xp = get_array_module(gy)
         kh, kw = self.kernel
         ph, pw = self.padding
@@ -166,6 +169,7 @@ class AvgPool2d(_Pool2d):
             for v in range(kw):
                 gx_pad[self._offset(u, v, ho, wo)] += share
         return self._unpad(gx_pad)
+        # END SOLUTION
 
 
 class GlobalAvgPool2d(Function):

@@ -19,10 +19,13 @@ class Scale(Function):
         if tuple(s.shape) != tuple(u.shape[:2]):
             raise ValueError(f"scale: expected s of shape {tuple(u.shape[:2])} (N, C) for u {tuple(u.shape)}, "
                              f"got {tuple(s.shape)}")
+        # BEGIN SOLUTION se/scale_forward
         self.save(u, s)
         return u * s[:, :, None, None]
+        # END SOLUTION
 
     def backward(self, gy):
+        # BEGIN SOLUTION se/scale_backward
         u, s = self.saved
         n, c = s.shape
         gu = gy * s[:, :, None, None] if self.needs_input_grad[0] else None
@@ -31,6 +34,7 @@ class Scale(Function):
             # Σ over the H·W positions of each (n, c) plane, as one batched dot product
             gs = (gy.reshape(n, c, 1, -1) @ u.reshape(n, c, -1, 1)).reshape(n, c)
         return gu, gs
+        # END SOLUTION
 
 
 def scale(u: Tensor, s: Tensor) -> Tensor:

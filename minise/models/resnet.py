@@ -119,6 +119,7 @@ class BasicBlock(Module):
         self.downsample = _shortcut(shortcut, in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
+        # BEGIN SOLUTION se/basic_block
         identity = x if self.downsample is None else self.downsample(x)
         u = self.se(x) if self.se_position == "pre" else x
         out = F.relu(self.bn1(self.conv1(u)))
@@ -131,6 +132,7 @@ class BasicBlock(Module):
         if self.se_position == "post":
             out = self.se(out)
         return out
+        # END SOLUTION
 
 
 class Bottleneck(Module):
@@ -163,6 +165,7 @@ class Bottleneck(Module):
         self.downsample = _shortcut(shortcut, in_channels, out_channels, stride)
 
     def forward(self, x: Tensor) -> Tensor:
+        # BEGIN SOLUTION se/bottleneck
         identity = x if self.downsample is None else self.downsample(x)
         u = self.se(x) if self.se_position == "pre" else x
         out = F.relu(self.bn1(self.conv1(u)))
@@ -178,6 +181,7 @@ class Bottleneck(Module):
         if self.se_position == "post":
             out = self.se(out)
         return out
+        # END SOLUTION
 
 
 class PreActBasicBlock(Module):

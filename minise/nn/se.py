@@ -76,7 +76,9 @@ class SqueezeExcitation(Module):
 
     def excite(self, z: Tensor) -> Tensor:
         """Eq. 3: s = σ(W2 δ(W1 z))."""
+        # BEGIN SOLUTION se/excite
         return self._sigma(self.fc2(F.relu(self.fc1(z))))
+        # END SOLUTION
 
     def forward(self, u: Tensor) -> Tensor:
         if u.ndim != 4 or u.shape[1] != self.channels:
@@ -85,9 +87,11 @@ class SqueezeExcitation(Module):
             s = self.excite(u)  # NoSqueeze: s (N, C, H, W), one excitation per position
             x = u * s
         else:
+            # BEGIN SOLUTION se/forward
             z = self.squeeze(u)  # squeeze,    Eq. 2
             s = self.excite(z)  # excitation, Eq. 3
             x = F.scale(u, s)  # scale,      Eq. 4
+            # END SOLUTION
         self.excitation = s.data if self.keep_excitation else None
         return x
 
