@@ -1,12 +1,14 @@
 """conv2d: finite differences, PyTorch as the oracle, the loop reference, bad input, host syncs."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
 import minise.functional as F
 import minise.functional.conv as conv_module
-from minise import Tensor, gradcheck
+from minise import Tensor, _blas, gradcheck
 from minise.functional.conv import Conv2d
 
 from ..conftest import on
@@ -216,3 +218,95 @@ def test_no_host_syncs(simulated_gpu):
         y.backward(gy)
         assert simulated_gpu.SYNCS[0] == 0, f"{simulated_gpu.SYNCS[0]} host syncs for {case}"
         assert x.grad is not None and w.grad is not None and b.grad is not None
+
+
+# ---------------------------------------------------------------------- threads over the batch
+needs_openblas = pytest.mark.skipif(not _blas.available(), reason="no OpenBLAS whose thread count can be set: "
+                                                                  "conv2d stays on one thread")
+THREAD_CASES = [CASES[0], CASES[1], CASES[7], CASES[10], CASES[8]]  # stride 1 / 2, groups, dilation, depthwise
+
+
+def _forward_backward(case, batch, threads, monkeypatch, dtype=np.float64):
+    monkeypatch.setattr(conv_module, "NUM_THREADS", threads)
+    shape, *rest = case
+    x, w, b, settings = _make(((batch,) + shape[1:], *rest), "cpu", dtype, seed=11)
+    y = F.conv2d(x, w, b, **settings)
+    y.backward(np.random.default_rng(12).standard_normal(y.shape).astype(dtype))
+    return [t.numpy() for t in (y, x.grad, w.grad) + ((b.grad,) if b is not None else ())]
+
+
+@needs_openblas
+@pytest.mark.parametrize("batch,threads", [(1, 2), (2, 2), (5, 2), (7, 3), (3, 8)])
+@pytest.mark.parametrize("case", THREAD_CASES, ids=[IDS[CASES.index(c)] for c in THREAD_CASES])
+def test_threads_match_one_thread(blocks, monkeypatch, case, batch, threads):
+    """Chunks of the batch on several threads give the numbers of one thread, up to rounding: the
+    samples are independent, but BLAS may order a product's sums differently for narrower
+    matrices, and ∂L/∂W and ∂L/∂b add up the chunks' sums."""
+    sequential = _forward_backward(case, batch, 1, monkeypatch)
+    threaded = _forward_backward(case, batch, threads, monkeypatch)
+    for k, (mine, expected) in enumerate(zip(threaded, sequential)):
+        np.testing.assert_allclose(mine, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max(),
+                                   err_msg=f"output {k} (0: y, 1: dL/dx, then dL/dW, dL/db)")
+
+
+@needs_openblas
+@pytest.mark.parametrize("stride", [1, 2])  # the input gradient as a correlation, and by col2im
+def test_threads_split_the_batch(monkeypatch, stride):
+    """With 3 threads a batch of 7 runs as chunks of 2, 2 and 3 samples, each on a pool thread with
+    OpenBLAS on one thread; afterwards OpenBLAS has its thread count back."""
+    calls = []
+    lock = threading.Lock()
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            arg = args[1] if name == "_backward_by_columns" else args[0]  # (self, x, ...) or (x, ...)
+            with lock:
+                calls.append((name, arg.shape[0], threading.current_thread().name, _blas.get_num_threads()))
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(conv_module, "_correlate", spy("_correlate", conv_module._correlate))
+    monkeypatch.setattr(Conv2d, "_backward_by_columns",
+                        spy("_backward_by_columns", Conv2d._backward_by_columns))
+    before = _blas.get_num_threads()
+    _forward_backward(((7, 3, 6, 6), (4, 3, 3), stride, 1, 1, 1, True), 7, 3, monkeypatch)
+    assert _blas.get_num_threads() == before
+    names = {"forward": "_correlate", "backward": "_correlate" if stride == 1 else "_backward_by_columns"}
+    expected = [names["forward"]] * 3 + [names["backward"]] * 3 + ["_backward_by_columns"] * 3 * (stride == 1)
+    assert sorted(name for name, *_ in calls) == sorted(expected)
+    for name in set(expected):
+        assert sorted(n for called, n, *_ in calls if called == name) == sorted([2, 2, 3] * (expected.count(name) // 3))
+    assert all(thread.startswith("minise-conv") for *_, thread, _ in calls)
+    assert all(blas_threads == 1 for *_, blas_threads in calls)
+
+
+def test_blas_limit_threads_restores():
+    """limit_threads sets the count for its block (nested and after an error too) and restores it."""
+    libs = _blas._openblas()
+    if not libs:
+        with _blas.limit_threads(1) as limited:
+            assert limited is False and _blas.get_num_threads() is None
+        return
+    original = [lib.get() for lib in libs]
+    try:
+        for lib in libs:
+            lib.set(2)
+        with _blas.limit_threads(1) as limited:
+            assert limited is True and _blas.get_num_threads() == 1
+            with _blas.limit_threads(1):
+                assert _blas.get_num_threads() == 1
+            assert _blas.get_num_threads() == 1  # the outer block still holds the limit
+        assert [lib.get() for lib in libs] == [2] * len(libs)
+        with pytest.raises(RuntimeError), _blas.limit_threads(1):
+            raise RuntimeError("inside")
+        assert [lib.get() for lib in libs] == [2] * len(libs)
+    finally:
+        for lib, count in zip(libs, original):
+            lib.set(count)
+
+
+def test_gpu_keeps_one_call(simulated_gpu, monkeypatch):
+    """Off the CPU the batch is not split: the GPU takes it in one call."""
+    monkeypatch.setattr(conv_module, "NUM_THREADS", 4)
+    x = on("cuda", np.zeros((8, 2, 5, 5)))
+    assert conv_module._chunks(x) == [slice(None)]
