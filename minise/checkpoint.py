@@ -49,7 +49,7 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
             for name, array in arrays.items():
-                array = np.asarray(array)
+                array = np.asarray(array)  # cpu-only
                 if array.dtype == object:
                     raise TypeError(f"array {name!r} has dtype object; checkpoints hold plain arrays only")
                 with zf.open(name + ".npy", "w", force_zip64=True) as f:

@@ -105,7 +105,7 @@ class SGD:
             ids = list(range(index, index + len(g["params"])))
             for i, p in zip(ids, g["params"]):
                 if id(p) in self.state:
-                    buffers[i] = np.array(to_numpy(self.state[id(p)]), copy=True)
+                    buffers[i] = np.array(to_numpy(self.state[id(p)]), copy=True)  # cpu-only
             index += len(ids)
             groups.append({**{k: g[k] for k in _GROUP_KEYS}, "params": ids})
         return {"param_groups": groups, "momentum_buffers": buffers}
@@ -131,7 +131,7 @@ class SGD:
         self.state = {}
         for i, buf in buffers.items():
             p = params[i]
-            self.state[id(p)] = to_device(np.array(buf, dtype=p.dtype, copy=True), device_of(p.data))
+            self.state[id(p)] = to_device(np.array(buf, dtype=p.dtype, copy=True), device_of(p.data))  # cpu-only
 
 
 def _check_hyper(group: dict[str, Any]) -> None:

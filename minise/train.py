@@ -222,7 +222,7 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, mean: np.ndarra
             loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
             preds.append(logits.data.argmax(axis=1))
     xp = get_array_module(loader.images)
-    pred = to_numpy(xp.concatenate(preds)) if preds else np.zeros(0, dtype=np.int64)
+    pred = to_numpy(xp.concatenate(preds)) if preds else np.zeros(0, dtype=np.int64)  # cpu-only
     labels = to_numpy(loader.labels)
     n = len(labels)
     confusion = np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes)
@@ -354,7 +354,7 @@ class _EpochMeter:
         xp = get_array_module(self.pending[0][0])
         losses = to_numpy(xp.stack([p[0] for p in self.pending])).astype(np.float64)
         rights = to_numpy(xp.stack([p[1] for p in self.pending]))
-        sizes = np.array([p[2] for p in self.pending])
+        sizes = np.array([p[2] for p in self.pending])  # cpu-only
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
             at = self.step + int(bad[0]) + 1  # steps are counted from 1
@@ -452,12 +452,12 @@ def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_
 
     init.manual_seed(cfg["seed"])
     model = _create_model(cfg, data.num_classes)
-    rng = np.random.default_rng([cfg["seed"], 1])  # shuffles and augmentation
+    rng = np.random.default_rng([cfg["seed"], 1])  # cpu-only: shuffles and augmentation
     if resumed is not None:
         ckpt_path, arrays, meta = resumed
         model_sd, momentum = _split_arrays(arrays)
         _load_model_state(model, model_sd, ckpt_path, cfg["model"])
-        mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])
+        mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])  # cpu-only
         rng.bit_generator.state = meta["rng_state"]
     else:
         mean, std = channel_stats(data.train_images)
@@ -598,7 +598,7 @@ def eval_checkpoint(path: str | os.PathLike, *, data_dir: str | None = None, dev
     model_sd, _ = _split_arrays(arrays)
     _load_model_state(model, model_sd, path, name)
     model.to(device)
-    mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])
+    mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])  # cpu-only
     result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
                       cfg["eval_batch_size"], device)
     classes = list(meta.get("classes") or data.classes)
