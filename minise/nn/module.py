@@ -211,19 +211,7 @@ class Module:
         Unlike PyTorch, the values are copies: a state dict taken now stays as it is while
         training goes on. Per module, parameters come before buffers, parents before children.
         """
-        out: OrderedDict[str, Any] = OrderedDict()
-        seen: set[int] = set()
-        for prefix, module in self.named_modules():
-            dot = f"{prefix}." if prefix else ""
-            for name, value in module._own():
-                if isinstance(value, Parameter) and id(value) not in seen:
-                    seen.add(id(value))
-                    out[dot + name] = value.data.copy()
-            for name in module._buffer_names:
-                value = getattr(module, name)
-                if value is not None:
-                    out[dot + name] = value.copy()
-        return out
+        return OrderedDict((key, array.copy()) for key, (_, _, array) in self._state_targets().items())
 
     def _state_targets(self) -> OrderedDict[str, tuple[Module, str, Any]]:
         """name -> (owning module, attribute, current array) for every entry of the state dict."""
