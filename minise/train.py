@@ -37,7 +37,8 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import CIFAR, BatchLoader, DataError, channel_stats, default_data_dir, load_cifar, make_synthetic
 from .optim import SGD, CosineLR, MultiStepLR, Schedule, no_decay_groups
 
-__all__ = ["train", "train_epoch", "evaluate", "main", "UserError", "NonFiniteLoss", "DEFAULTS", "PRESETS", "QUICK"]
+__all__ = ["train", "train_epoch", "evaluate", "resolve_config", "main", "UserError", "NonFiniteLoss",
+           "DEFAULTS", "PRESETS", "QUICK"]
 
 
 class UserError(Exception):
@@ -97,8 +98,12 @@ QUICK_SYNTHETIC = {"num_train": 1536, "num_test": 500}
 RESUME_FREE = {"device", "data_dir", "out", "stop_after", "resume"}
 
 
-def _resolve(explicit: dict[str, Any]) -> dict[str, Any]:
-    """DEFAULTS, then --quick or --preset, then what was given on the command line."""
+def resolve_config(options: dict[str, Any]) -> dict[str, Any]:
+    """The full configuration of a run: DEFAULTS, then --quick or --preset, then ``options``, validated.
+
+    ``options`` uses the keys of :data:`DEFAULTS`; a bad value raises :class:`UserError`.
+    """
+    explicit = options
     cfg = dict(DEFAULTS)
     if explicit.get("quick"):
         cfg.update(QUICK)
@@ -736,7 +741,7 @@ def _train_command(args: argparse.Namespace) -> int:
                     f"{value} differs from the checkpoint's {saved.get(key)}; leave it out or start a new run")
         config = saved
     else:
-        config = _resolve(given)
+        config = resolve_config(given)
     summary = train(config, out=out, data_dir=data_dir, device=device, resume=resume, stop_after=stop_after,
                     progress=progress, log=lambda s: print(s, flush=True))
     return 0 if summary["epoch"] > 0 else 1
@@ -769,3 +774,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minise: interrupted; the last checkpoint written is last.npz in the run folder", file=sys.stderr)
         return 130
+
+
+_resolve = resolve_config  # the old private name
