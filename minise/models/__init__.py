@@ -12,6 +12,7 @@ gate="tanh", spatial=True)``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -56,6 +57,17 @@ for _depth, (_block, _layers) in _IMAGENET_DEPTHS.items():
 _BUILDERS["resnext50_32x4d"] = (partial(ResNet, Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4), 1000)
 
 
+def _cifar_resnet_any_depth(base: str) -> tuple[Callable[..., Module], int] | None:
+    """He et al.'s CIFAR ResNet of any depth 6n + 2 >= 8 (resnet8, resnet14, ...), beyond the listed ones."""
+    match = re.fullmatch(r"resnet(\d+)", base)
+    if match is None:
+        return None
+    depth = int(match.group(1))
+    if depth < 8 or (depth - 2) % 6:
+        return None
+    return partial(CifarResNet, depth), 10
+
+
 def names() -> list[str]:
     """Every name ``create`` knows, plain networks first, then their SE twins."""
     return list(_BUILDERS) + [f"se_{n}" for n in _BUILDERS]
@@ -69,12 +81,14 @@ def create(name: str, num_classes: int | None = None, reduction: int | None = No
     """
     se = name.startswith("se_")
     base = name[3:] if se else name
-    if base not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
+    builder_entry = _BUILDERS.get(base) or _cifar_resnet_any_depth(base)
+    if builder_entry is None:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(names())} "
+                         "(or a CIFAR ResNet of any depth 6n + 2 >= 8, e.g. resnet8, se_resnet14)")
     if reduction is not None and not se:
         raise ValueError(f"reduction={reduction} given for {name!r}, which has no SE blocks "
                          f"(did you mean 'se_{name}'?)")
-    builder, default_classes = _BUILDERS[base]
+    builder, default_classes = builder_entry
     se_reduction = (16 if reduction is None else reduction) if se else None
     return builder(num_classes=default_classes if num_classes is None else num_classes,
                    se_reduction=se_reduction, **kwargs)
