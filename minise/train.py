@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 500,
     "preset": None,
     "quick": False,
+    # keyword arguments for the model's class (se_position, se_stages, se_options, ...), used by
+    # `minise experiment` for the paper's ablations; JSON-serialisable
+    "model_options": None,
 }
 
 # He et al. (2016), the recipe the paper's CIFAR baselines follow: 64k iterations of batch 128,
@@ -184,9 +187,13 @@ def _create_model(cfg: dict[str, Any], num_classes: int) -> Any:
                                       se_reduction=cfg["reduction"] if se else None)
         raise UserError(f"unknown model {name!r}: choose one of {', '.join(names)} "
                         "(or a CIFAR ResNet of depth 6n + 2, e.g. resnet8)")
-    if se:
-        return models.create(name, num_classes=num_classes, reduction=cfg["reduction"])
-    return models.create(name, num_classes=num_classes)
+    options = dict(cfg.get("model_options") or {})
+    try:
+        if se:
+            return models.create(name, num_classes=num_classes, reduction=cfg["reduction"], **options)
+        return models.create(name, num_classes=num_classes, **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model {name!r} with options {options}: {exc}") from exc
 
 
 def _load_data(cfg: dict[str, Any], data_dir: str | None, log: Callable[[str], None]) -> CIFAR:
