@@ -8,6 +8,11 @@ Every op asks the data where it lives::
 so the same code runs on both. A device is a name ("cpu" or "cuda") bound to an array
 module. Tests bind "cuda" to a strict simulated device (see ``tests/strict_device.py``)
 to prove that no op reaches for NumPy behind the data's back.
+
+The default device (where new tensors and parameters are made) is "cpu" unless the environment
+variable ``MINISE_DEVICE`` names another. It is read when a default device is first needed, not
+at import: ``import minise`` and ``minise --version`` work whatever it holds, and a bad value is a
+:class:`DeviceError` only for the code that needs the device.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy
+
+from .errors import MiniseError
 
 __all__ = [
     "DeviceError",
@@ -30,16 +37,17 @@ __all__ = [
     "register_device",
     "synchronize",
     "gpu_available",
+    "device_from_environment",
 ]
 
 
-class DeviceError(RuntimeError):
+class DeviceError(MiniseError, RuntimeError):
     """Raised when a device is asked for but cannot be used, or arrays on two devices meet."""
 
 
 # device name -> (array module, array type); "cuda" is filled in lazily on first use.
 _DEVICES: dict[str, tuple[ModuleType, type]] = {"cpu": (numpy, numpy.ndarray)}
-_default_device = "cpu"
+_default_device: str | None = None  # None: not chosen yet (MINISE_DEVICE, else "cpu", on first use)
 
 _CUPY_HINT = (
     'Install CuPy for your CUDA version, for example `pip install "minise[gpu]"` '
@@ -153,12 +161,33 @@ def set_default_device(device: str) -> None:
 
 
 def get_default_device() -> str:
+    """The device of new tensors: as set, else ``MINISE_DEVICE``, else "cpu" (see the module's notes)."""
+    global _default_device
+    if _default_device is None:
+        _default_device = device_from_environment()
     return _default_device
+
+
+def device_from_environment(fallback: str = "cpu") -> str:
+    """The device ``MINISE_DEVICE`` names, checked to be usable; ``fallback`` when it is unset or empty.
+
+    A name minise does not know, or a device that cannot be used here, is a :class:`DeviceError`
+    that names the variable.
+    """
+    env = os.environ.get("MINISE_DEVICE", "").strip()
+    if not env:
+        return fallback
+    try:
+        name = _check_name(env)
+        module_for(name)
+    except (ValueError, DeviceError) as exc:
+        raise DeviceError(f"MINISE_DEVICE={env!r}: {exc}") from None
+    return name
 
 
 def synchronize(device: str | None = None) -> None:
     """Wait for the GPU to finish queued work (timing without it measures only the launch)."""
-    name = _check_name(device or _default_device)
+    name = _check_name(device or get_default_device())
     xp = module_for(name)
     cuda = getattr(xp, "cuda", None)
     if cuda is not None and hasattr(cuda, "Device"):
@@ -173,11 +202,3 @@ def gpu_available() -> bool:
         return False
     return True
 
-
-def _apply_environment() -> None:
-    env = os.environ.get("MINISE_DEVICE")
-    if env:
-        set_default_device(env)
-
-
-_apply_environment()

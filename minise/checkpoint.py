@@ -7,13 +7,19 @@ with ``unzip -p last.npz meta.json``. Arrays are stored by name: ``model/<state_
 ``optimizer/momentum/<parameter index>``.
 
 Writing goes to a temporary file in the same folder, then ``os.replace``: a crash leaves the old
-checkpoint whole, never half a new one.
+checkpoint whole, never half a new one (and the next write of that checkpoint removes the temporary
+file the crash left behind).
+
+Reading trusts nothing in the file: no pickle is loaded, the header must be a JSON object, and
+an array is read only when its declared size fits in the bytes the file really holds (a forged
+header cannot make it allocate terabytes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT"]
+from .errors import MiniseError, one_line
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_meta", "copy_checkpoint", "FORMAT"]
 
 FORMAT = "minise-checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(MiniseError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit what it is loaded into."""
 
 
@@ -40,11 +48,21 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot go into a checkpoint's meta.json")
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``NAME.*.tmp`` files that an interrupted earlier write of ``path`` left in its folder."""
+    for stale in path.parent.glob(path.name + ".*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:  # gone already, or not ours to delete: the write goes on
+            pass
+
+
 def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
     """Write ``arrays`` (name -> NumPy array) and ``meta`` (JSON-able) to ``path``, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, **meta}, indent=1, default=_json_default, allow_nan=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
@@ -63,26 +81,106 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     return path
 
 
+def copy_checkpoint(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a checkpoint file to ``dest`` atomically (a temporary name, then a rename)."""
+    source, dest = Path(source), Path(dest)
+    _remove_stale_temporaries(dest)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out, length=1 << 20)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+# Deflate expands at most about 1032 times; minise writes members uncompressed (ZIP_STORED).
+_MAX_EXPANSION = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1100}
+
+
+def _check_member(path: Path, info: zipfile.ZipInfo, disk_size: int) -> None:
+    """A member's declared size must be one that its bytes in the file can really hold."""
+    ratio = _MAX_EXPANSION.get(info.compress_type)
+    if ratio is None:
+        raise CheckpointError(f"{path}: member {info.filename!r} uses an unsupported compression "
+                              f"(type {info.compress_type}); minise checkpoints are stored or deflated")
+    if info.compress_size > disk_size or info.file_size > ratio * max(info.compress_size, 1):
+        raise CheckpointError(f"{path}: member {info.filename!r} declares {info.file_size} bytes, more than "
+                              f"the {disk_size}-byte file can hold; the file is corrupt or forged")
+
+
+def _array_nbytes(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
+    """Bytes the ``.npy`` member's header declares, checked against the bytes that follow the header."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unknown .npy format version {version}")
+        header = f.tell()
+    count = 1
+    for n in shape:
+        count *= int(n)
+    nbytes = count * dtype.itemsize
+    if nbytes > info.file_size - header:
+        raise CheckpointError(f"{path}: array {info.filename[:-4]!r} declares shape {tuple(shape)} of {dtype} "
+                              f"({nbytes} bytes), but its member holds only {info.file_size - header}; "
+                              "the file is corrupt or forged")
+    return nbytes
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """(arrays, meta) from a checkpoint written by :func:`save_checkpoint`. No pickle is ever loaded."""
-    path = Path(path)
+    """(arrays, meta) from a checkpoint written by :func:`save_checkpoint`. No pickle is ever loaded.
+
+    Anything wrong with the file is a :class:`CheckpointError` with a one-line message.
+    """
+    return _load(Path(path), with_arrays=True)
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Only the ``meta.json`` of a checkpoint (checked as :func:`load_checkpoint` checks it)."""
+    return _load(Path(path), with_arrays=False)[1]
+
+
+def _load(path: Path, with_arrays: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        disk_size = path.stat().st_size
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if "meta.json" not in names:
+            infos = {info.filename: info for info in zf.infolist()}
+            if "meta.json" not in infos:
                 raise CheckpointError(f"{path} is not a minise checkpoint (it has no meta.json)")
+            _check_member(path, infos["meta.json"], disk_size)
             meta = json.loads(zf.read("meta.json").decode("utf-8"))
-            arrays = {}
-            for name in names:
-                if name.endswith(".npy"):
-                    with zf.open(name) as f:
-                        arrays[name[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+            if not isinstance(meta, dict):
+                raise CheckpointError(f"{path}: its meta.json holds a {type(meta).__name__}, not an object; "
+                                      "not a minise checkpoint")
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: unknown checkpoint format {one_line(repr(meta.get('format')), 80)}, "
+                                      f"expected {FORMAT!r}")
+            arrays: dict[str, np.ndarray] = {}
+            total = 0
+            for name, info in infos.items() if with_arrays else ():
+                if not name.endswith(".npy"):
+                    continue
+                _check_member(path, info, disk_size)
+                total += _array_nbytes(path, zf, info)
+                if total > _MAX_EXPANSION[zipfile.ZIP_DEFLATED] * disk_size:
+                    raise CheckpointError(f"{path}: its arrays declare more bytes than the file can hold; "
+                                          "the file is corrupt or forged")
+                with zf.open(info) as f:
+                    arrays[name[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
-        raise CheckpointError(f"{path} is not a readable minise checkpoint ({type(exc).__name__}: {exc})") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, TypeError,
+            OverflowError, RecursionError, NotImplementedError, RuntimeError) as exc:
+        # json, the zip reader and the .npy reader raise these for damaged or foreign files
+        raise CheckpointError(f"{path} is not a readable minise checkpoint "
+                              f"({type(exc).__name__}: {one_line(exc, 200)})") from exc
     return arrays, meta

@@ -7,12 +7,23 @@
                          shuffle=True, augment=True, rng=np.random.default_rng(0))
 """
 
-from .cifar import CIFAR, SPECS, DataError, default_data_dir, fetch_url, load_cifar, md5_of, read_cifar_folder
+from .cifar import (
+    CIFAR,
+    SPECS,
+    DataError,
+    DataNotFound,
+    default_data_dir,
+    fetch_url,
+    load_cifar,
+    md5_of,
+    read_cifar_folder,
+)
 from .loader import BatchLoader, channel_stats, crop_flip, normalize, random_crop_flip
-from .synthetic import make_synthetic, write_cifar_archive, write_cifar_folder
+from .synthetic import cifar_or_generated, make_synthetic, write_cifar_archive, write_cifar_folder
 
 __all__ = [
-    "CIFAR", "SPECS", "DataError", "default_data_dir", "fetch_url", "load_cifar", "md5_of", "read_cifar_folder",
+    "CIFAR", "SPECS", "DataError", "DataNotFound", "default_data_dir", "fetch_url", "load_cifar", "md5_of",
+    "read_cifar_folder",
     "BatchLoader", "channel_stats", "crop_flip", "normalize", "random_crop_flip",
-    "make_synthetic", "write_cifar_archive", "write_cifar_folder",
+    "make_synthetic", "cifar_or_generated", "write_cifar_archive", "write_cifar_folder",
 ]

@@ -30,8 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MiniseError, one_line
+
 __all__ = [
     "DataError",
+    "DataNotFound",
     "CIFAR",
     "SPECS",
     "load_cifar",
@@ -43,8 +46,16 @@ __all__ = [
 ]
 
 
-class DataError(RuntimeError):
+class DataError(MiniseError, RuntimeError):
     """The data set cannot be used: missing, corrupt, or not what it claims to be."""
+
+
+class DataNotFound(DataError):
+    """No copy of the data set at all: none in the data directory and none could be downloaded.
+
+    Only this case may fall back to generated data; a copy that is there but corrupt is a plain
+    :class:`DataError`, because training on something else would hide the problem.
+    """
 
 
 @dataclass(frozen=True)
@@ -138,27 +149,14 @@ def default_data_dir() -> Path:
     return Path(cache) / "minise"
 
 
-def _shared_offline_copy() -> Path | None:
-    """The development machines' offline CIFAR-10 copy (../shared/data/cifar10 beside the repo), if any."""
-    candidate = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10"
-    return candidate if (candidate / "make_cifar10_python.py").is_file() else None
-
-
 def missing_data_message(spec: Spec, data_dir: Path, reason: str = "") -> str:
     """Where to put the archive or folder, in one paragraph."""
-    msg = (
+    return (
         f"{spec.name} not found in {data_dir}"
-        + (f" ({reason})" if reason else "")
+        + (f" ({one_line(reason)})" if reason else "")
         + f". Put the official archive {spec.archive} (from {spec.url}) or its extracted folder "
         f"{spec.folder}/ in {data_dir}, or point --data-dir (or MINISE_DATA) at a folder that holds one."
     )
-    shared = _shared_offline_copy()
-    if shared is not None and spec.name == "cifar10":
-        msg += (
-            f" An offline copy of CIFAR-10 is at {shared}: "
-            f"`python3 {shared / 'make_cifar10_python.py'} {data_dir}` writes {spec.folder}/ there."
-        )
-    return msg
 
 
 # --------------------------------------------------------------------------- network and checksums
@@ -188,14 +186,14 @@ def _download(spec: Spec, data_dir: Path) -> Path:
         data_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=spec.archive + ".", suffix=".part", dir=data_dir)
     except OSError as exc:
-        raise DataError(missing_data_message(spec, data_dir, f"cannot write there to download: {exc}")) from exc
+        raise DataNotFound(missing_data_message(spec, data_dir, f"cannot write there to download: {exc}")) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         try:
             fetch_url(spec.url, tmp)
         except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections are OSErrors
-            raise DataError(missing_data_message(spec, data_dir, f"download from {spec.url} failed: {exc}")) from exc
+            raise DataNotFound(missing_data_message(spec, data_dir, f"download from {spec.url} failed: {exc}")) from exc
         got = md5_of(tmp)
         if got != spec.md5:
             raise DataError(
@@ -275,10 +273,34 @@ def _read_pickle(path: Path) -> dict:
     except FileNotFoundError:
         raise
     except Exception as exc:  # truncated or foreign file: say which one
-        raise DataError(f"{path} is not a readable CIFAR batch ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"{path} is not a readable CIFAR batch ({type(exc).__name__}: {one_line(exc, 200)})") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a CIFAR batch: expected a dict, found {type(obj).__name__}")
     return obj
+
+
+def _labels(path: Path, raw: object, count: int, spec: Spec) -> np.ndarray:
+    """The batch's labels as int64, after checking that each one is an integer class index."""
+    last = spec.num_classes - 1
+    if isinstance(raw, np.ndarray):
+        if raw.ndim != 1 or raw.dtype.kind not in "iu":
+            raise DataError(f"{path}: labels must be integers in 0..{last}, found an array of {raw.dtype} "
+                            f"with shape {raw.shape}")
+        values = raw
+    elif isinstance(raw, (list, tuple)):
+        for i, v in enumerate(raw):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise DataError(f"{path}: label {i} is {one_line(repr(v), 40)} ({type(v).__name__}); "
+                                f"labels must be integers in 0..{last}")
+        values = raw
+    else:
+        raise DataError(f"{path}: labels must be a list of integers in 0..{last}, found {type(raw).__name__}")
+    if len(values) != count:
+        raise DataError(f"{path}: {count} images but {len(values)} labels")
+    for i, v in enumerate(values):
+        if not 0 <= v <= last:
+            raise DataError(f"{path}: label {i} is {one_line(v, 40)}, outside the classes 0..{last} of {spec.name}")
+    return np.array(values, dtype=np.int64)
 
 
 def _read_batches(folder: Path, files: tuple[str, ...], spec: Spec) -> tuple[np.ndarray, np.ndarray]:
@@ -289,17 +311,30 @@ def _read_batches(folder: Path, files: tuple[str, ...], spec: Spec) -> tuple[np.
             raise DataError(f"{folder} is incomplete: {name} is missing")
         batch = _read_pickle(path)
         if b"data" not in batch or spec.label_key not in batch:
-            keys = ", ".join(sorted(repr(k) for k in batch))
+            keys = ", ".join(sorted(one_line(repr(k), 40) for k in batch)[:20])
             raise DataError(f"{path} lacks b'data' or {spec.label_key!r} (found keys {keys})")
-        data = np.asarray(batch[b"data"])
-        lab = np.asarray(batch[spec.label_key], dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise DataError(f"{path}: expected uint8 images of shape (N, 3072), found {data.dtype} {data.shape}")
-        if lab.shape != (data.shape[0],):
-            raise DataError(f"{path}: {data.shape[0]} images but {lab.size} labels")
+        data = batch[b"data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise DataError(f"{path}: expected uint8 images of shape (N, 3072), found {found}")
+        if data.shape[0] == 0:
+            raise DataError(f"{path} is an empty batch: it holds 0 images")
+        labels.append(_labels(path, batch[spec.label_key], data.shape[0], spec))
         images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(lab)
     return np.concatenate(images), np.concatenate(labels)
+
+
+def _class_names(path: Path, meta: dict, spec: Spec) -> list[str] | None:
+    """The class names a ``batches.meta`` (or ``meta``) file lists; None when it lists none."""
+    names = meta.get(spec.names_key)
+    if names is None:
+        return None
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{path}: {spec.names_key!r} must be a list of class names, found "
+                        f"{one_line(repr(names), 60)}")
+    if len(names) != spec.num_classes:
+        raise DataError(f"{path} lists {len(names)} class names; {spec.name} has {spec.num_classes} classes")
+    return [one_line(n.decode("utf-8", "replace") if isinstance(n, bytes) else n, 60) for n in names]
 
 
 def read_cifar_folder(folder: Path, spec: Spec) -> CIFAR:
@@ -317,10 +352,7 @@ def read_cifar_folder(folder: Path, spec: Spec) -> CIFAR:
     classes = [str(i) for i in range(spec.num_classes)]
     meta_path = folder / spec.meta_file
     if meta_path.is_file():
-        meta = _read_pickle(meta_path)
-        names = meta.get(spec.names_key)
-        if names is not None and len(names) == spec.num_classes:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        classes = _class_names(meta_path, _read_pickle(meta_path), spec) or classes
     return CIFAR(spec.name, np.ascontiguousarray(train_x), train_y, np.ascontiguousarray(test_x), test_y,
                  classes, source=str(folder))
 
@@ -351,6 +383,6 @@ def load_cifar(name: str = "cifar10", data_dir: str | os.PathLike | None = None,
     elif download:
         archive = _download(spec, root)
     else:
-        raise DataError(missing_data_message(spec, root))
+        raise DataNotFound(missing_data_message(spec, root))
     return read_cifar_folder(_extract(spec, archive, root), spec)
 

@@ -6,6 +6,9 @@ darkened, with pixel noise on top. It is what ``minise train --quick`` trains on
 be found, so a fresh machine without internet still runs something real. It is not CIFAR:
 accuracy on it says nothing about accuracy on CIFAR.
 
+``cifar_or_generated`` is that rule, written once: CIFAR when there is a copy, the generated set
+only when there is no copy at all (a corrupt copy is an error, never silently replaced).
+
 ``write_cifar_folder`` and ``write_cifar_archive`` write a data set in the original "python
 version" layout (pickled batches in ``cifar-10-batches-py/``, or a ``.tar.gz`` holding it), which
 the tests use to build tiny archives and folders.
@@ -21,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cifar import CIFAR, SPECS
+from .cifar import CIFAR, SPECS, DataNotFound, load_cifar
 
-__all__ = ["make_synthetic", "write_cifar_folder", "write_cifar_archive"]
+__all__ = ["make_synthetic", "cifar_or_generated", "write_cifar_folder", "write_cifar_archive"]
 
 
 def make_synthetic(num_train: int = 2000, num_test: int = 500, num_classes: int = 10, seed: int = 0) -> CIFAR:
@@ -50,6 +53,21 @@ def make_synthetic(num_train: int = 2000, num_test: int = 500, num_classes: int 
     test_x, test_y = draw(num_test)
     classes = [f"pattern{i}" for i in range(num_classes)]
     return CIFAR("synthetic", train_x, train_y, test_x, test_y, classes, source="generated", synthetic=True)
+
+
+def cifar_or_generated(name: str = "cifar10", data_dir: str | os.PathLike | None = None, *, download: bool = True,
+                       num_train: int = 2000, num_test: int = 500, seed: int = 0) -> tuple[CIFAR, str | None]:
+    """(data, why): CIFAR ``name`` from ``data_dir`` (see :func:`load_cifar`) and None, or, when no
+    copy of it exists at all, the generated set of :func:`make_synthetic` (10 classes) and the
+    reason no CIFAR was found (one line, saying where to put it).
+
+    A copy that exists but is corrupt, incomplete or doctored raises :class:`DataError`: falling
+    back to other data would hide it.
+    """
+    try:
+        return load_cifar(name, data_dir, download=download), None
+    except DataNotFound as exc:
+        return make_synthetic(num_train, num_test, num_classes=10, seed=seed), str(exc)
 
 
 def _batches(spec_name: str, data: CIFAR) -> dict[str, dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -175,7 +176,7 @@ def test_labels_out_of_range_are_refused(tmp_path: Path, tiny: dict) -> None:
     bad = dataclasses.replace(src, test_labels=src.test_labels.copy())
     bad.test_labels[3] = 10
     write_cifar_folder(tmp_path, bad)
-    with pytest.raises(DataError, match=r"labels must lie in 0..9, found 0..10"):
+    with pytest.raises(DataError, match=r"test_batch: label 3 is 10, outside the classes 0\.\.9 of cifar10"):
         load_cifar("cifar10", tmp_path)
 
 
@@ -222,22 +223,26 @@ def test_synthetic_set_is_balanced_and_deterministic() -> None:
     assert a.synthetic and not np.array_equal(a.train_images, make_synthetic(100, 30, seed=4).train_images)
 
 
-@pytest.mark.slow
-def test_shared_offline_cifar10_copy(tmp_path: Path) -> None:
-    """The real (JPEG re-encoded) CIFAR-10 copy beside the repository, converted and loaded."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+def _real_cifar10_dir() -> Path:
+    """The folder $MINISE_DATA names, when it holds CIFAR-10 (the slow tests need the real data set)."""
+    root = os.environ.get("MINISE_DATA")
+    spec = SPECS["cifar10"]
+    if not root or not ((Path(root) / spec.folder).is_dir() or (Path(root) / spec.archive).is_file()):
+        pytest.skip("set MINISE_DATA to a folder holding CIFAR-10 (cifar-10-batches-py/ or the archive)")
+    return Path(root)
 
-    shared = cifar._shared_offline_copy()
-    if shared is None:
-        pytest.skip("no offline CIFAR-10 copy at ../shared/data/cifar10")
-    subprocess.run([sys.executable, str(shared / "make_cifar10_python.py"), str(tmp_path)], check=True)
-    data = load_cifar("cifar10", tmp_path, download=False)
+
+@pytest.mark.slow
+def test_real_cifar10(tmp_path: Path) -> None:
+    """The real CIFAR-10 in $MINISE_DATA: sizes, balance, class names and the known channel statistics."""
+    data = load_cifar("cifar10", _real_cifar10_dir(), download=False)
     assert data.train_images.shape == (50000, 3, 32, 32) and data.test_images.shape == (10000, 3, 32, 32)
     np.testing.assert_array_equal(np.bincount(data.train_labels), np.full(10, 5000))
     assert data.classes[0] == "airplane" and data.classes[9] == "truck"
     from minise.data import channel_stats  # noqa: PLC0415
 
     mean, std = channel_stats(data.train_images)
-    np.testing.assert_allclose(mean, [0.4913, 0.4821, 0.4465], atol=2e-4)  # README of the copy
-    np.testing.assert_allclose(std, [0.2452, 0.2428, 0.2606], atol=2e-4)
+    # the published statistics are mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616); a copy
+    # re-encoded as JPEG (as on our development machines) has std (0.2452, 0.2428, 0.2606)
+    np.testing.assert_allclose(mean, [0.4914, 0.4822, 0.4465], atol=3e-4)
+    np.testing.assert_allclose(std, [0.2461, 0.2432, 0.2611], atol=1.1e-3)
