@@ -1,4 +1,4 @@
-"""2-D convolution (NCHW), as torch.nn.functional.conv2d: a fast im2col path and a plain-loop reference.
+"""2-D convolution (NCHW), as torch.nn.functional.conv2d: im2col, and a plain-loop reference.
 
 For input x (N, C, H, W), weight W (O, C/G, kh, kw), bias b (O,), stride s, zero padding p,
 dilation d and G groups (output channel o sees only the C/G input channels of its group
@@ -6,7 +6,7 @@ g = o // (O/G)):
 
     y[n, o, i, j] = b[o] + Σ_c Σ_u Σ_v  W[o, c, u, v] · x_pad[n, g·C/G + c, i·s_h + u·d_h, j·s_w + v·d_w]
 
-    H_out = ⌊(H + 2 p_h − d_h (kh − 1) − 1) / s_h⌋ + 1      (W_out likewise)
+    H_out = ⌊(H + 2 p_h − d_h (kh − 1) − 1) / s_h⌋ + 1      (W_out likewise; see ``window.py``)
 
 **im2col.** Copy every input value that one output pixel sees into one column of a matrix X_col
 (C/G·kh·kw rows per group, one column per output pixel of the batch). The convolution is then one
@@ -24,160 +24,181 @@ directions and with its in/out channels swapped,
 
     ∂L/∂x[n, c, a, e] = Σ_o Σ_u Σ_v W[o, c, u, v] · ∂L/∂y[n, o, a + p_h − u·d_h, e + p_w − v·d_w].
 
-That replaces the gradient-of-columns product and the col2im additions with the forward path
-(one column copy and one product), about a third faster here; strided convolutions use col2im.
+That replaces the gradient-of-columns product and the col2im additions with the forward path (one
+column copy and one product); strided convolutions use col2im.
 
-Three measured choices make the default path fast without changing the maths:
+**Layout.** The columns are channel-first, (C/G·kh·kw, N·H_out·W_q), so one product per group
+covers the batch. Each output row is computed on the padded grid, W_q = ⌈W_pad / s_w⌉ wide instead
+of W_out, and the extra W_q − W_out columns are dropped: with stride 1 the rows of a window then
+lie back to back in memory and the copy runs over long stretches. A spare zero row under the
+padded input keeps the reads of the last (dropped) columns inside the array, and zeros in
+∂L/∂y's dropped columns keep their garbage out of the gradients. Only the input is saved for
+backward; the columns are rebuilt there.
 
-1. *Columns channel-first*, (C/G·kh·kw, N·H_out·W_q), so one product per group covers the batch.
-2. *Rows computed on the padded grid.* Each output row is computed W_q = ⌈W_pad / s_w⌉ wide
-   instead of W_out wide, and the extra W_q − W_out columns are dropped. With stride 1 a row then
-   steps exactly one padded input row, so the rows of a window lie back to back in memory and the
-   im2col copy runs over long stretches rather than W_out numbers at a time (about 3× faster for
-   the 8-pixel maps). A spare zero row under the padded input keeps the reads of the last
-   (dropped) columns inside the array, and zeros in ∂L/∂y's dropped columns keep their garbage
-   out of the gradients.
-3. *Blocks of samples on the CPU*: columns are built for a few samples at a time (about
-   ``CPU_BLOCK_BYTES`` of them), so they are still in the cache when the product reads them; this
-   halves the time here and means the full column matrix is never held. The GPU takes the whole
-   batch in one block.
-4. *Threads over the batch on the CPU*: samples are independent, so ``Conv2d`` cuts the batch
-   into ``NUM_THREADS`` contiguous chunks and runs the sequential code above on each chunk in a
-   thread of its own (NumPy lets go of the GIL in its copies and products), with OpenBLAS held
-   to one thread meanwhile (``minise._blas``). That beats OpenBLAS's own threads, which gain
-   little on these long, thin products (training step about 1.25× faster on 2 cores). The
-   numbers are those of one thread up to rounding: BLAS may order its sums differently for a
-   narrower product, and ∂L/∂W adds up the chunks' sums.
-
-Only the input is saved for backward; the columns are rebuilt there.
+**Speed machinery** (``minise.speed``, the op only calls it): on the CPU the columns are built a
+block of samples at a time (``CPU_BLOCK_BYTES``), so they are still in the cache when the product
+reads them, and the batch is cut into one part per core, each part on a thread of its own with
+BLAS on one thread. Neither changes the maths: the numbers are those of one block and one thread
+up to rounding (BLAS may order a narrower product's sums differently, and ∂L/∂W adds up the parts).
+The measured effect of each choice is in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from .. import _blas, backend
+from .. import speed
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from .window import IntPair, Window, output_size, pad, pair, unpad
 
-__all__ = ["conv2d", "conv2d_reference", "Conv2d", "Conv2dReference", "conv_output_size", "CPU_BLOCK_BYTES",
-           "NUM_THREADS"]
+__all__ = ["conv2d", "conv2d_reference", "Conv2d", "Conv2dReference", "conv_output_size", "CPU_BLOCK_BYTES"]
 
-IntPair = int | tuple[int, int]
+conv_output_size = output_size  # the formula lives in window.py
 
 CPU_BLOCK_BYTES = 2 << 20
-"""Size of one block of columns on the CPU: a few samples at a time, so that the columns are
-still in the cache when the matrix product reads them. Tests lower it to exercise many blocks."""
+"""Size of one block of columns on the CPU (passed to ``minise.speed.block_size``); tests lower it
+to exercise many blocks."""
 
 
-def _default_num_threads() -> int:
-    setting = os.environ.get("MINISE_NUM_THREADS")
-    if setting:
-        return max(1, int(setting))
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may run on
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
+           padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
+    """2-D convolution of an NCHW input, as ``torch.nn.functional.conv2d``.
+
+    y[n, o, i, j] = b[o] + Σ_{c,u,v} W[o, c, u, v] · x_pad[n, g·C/G + c, i·s_h + u·d_h, j·s_w + v·d_w]
+
+    input (N, C, H, W); weight (O, C/groups, kh, kw); bias (O,) or None; stride, padding
+    (zeros) and dilation an int or an (h, w) pair. Returns (N, O, H_out, W_out).
+    """
+    return Conv2d(stride, padding, dilation, groups)(input, weight, bias)
 
 
-NUM_THREADS = _default_num_threads()
-"""How many threads conv2d splits a batch over on the CPU: the cores this process may use, or the
-environment variable ``MINISE_NUM_THREADS``. 1 runs the plain sequential code (with OpenBLAS's own
-threads), as does a system where OpenBLAS's thread count cannot be set."""
+class Conv2d(Function):
+    """y = conv2d(x, W, b) by im2col and one matrix product per group (see the module docstring)."""
+
+    def __init__(self, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> None:
+        self.stride = pair(stride, "stride", "conv2d")
+        self.padding = pair(padding, "padding", "conv2d")
+        self.dilation = pair(dilation, "dilation", "conv2d")
+        self.groups = groups
+
+    def forward(self, x, w, b=None):
+        geo = _check(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        self.geo, self.has_bias = geo, b is not None
+        self.save(x, w)
+        if _is_pointwise(geo):
+            y = _pointwise(x, w, self.stride, self.groups)
+        else:  # y = W_mat X_col, each part of the batch on a thread of its own
+            y = get_array_module(x).empty((x.shape[0], w.shape[0], geo.out_h, geo.out_w), dtype=x.dtype)
+
+            def part(s: slice) -> None:
+                y[s] = _correlate(x[s], w, geo, self.groups)
+
+            speed.in_parallel(part, speed.batch_parts(x))
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, gy):
+        x, w = self.saved
+        need_x, need_w = self.needs_input_grad[:2]
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
+        if _is_pointwise(self.geo):
+            gx, gw = _pointwise_backward(x, w, gy, self.stride, self.groups, need_x, need_w)
+        else:
+            gx, gw = self._backward_by_parts(x, w, gy, need_x, need_w)
+        return (gx, gw, gb)[:len(self.needs_input_grad)]  # called as f(x, w) or f(x, w, b)
+
+    def _backward_by_parts(self, x: Any, w: Any, gy: Any, need_x: bool, need_w: bool) -> tuple[Any, Any]:
+        """∂L/∂x part by part of the batch and ∂L/∂W = Σ over the parts, each part on a thread of its
+        own. ∂L/∂W (and, for strides > 1, ∂L/∂x) from the columns; ∂L/∂x for stride 1 as the
+        correlation of ∂L/∂y with the flipped kernel."""
+        full = self._full_correlation(gy)
+        x_by_col2im = need_x and full is None
+        w_flipped = _flipped(w, self.groups) if need_x and full is not None else None
+        gx = get_array_module(x).empty(x.shape, dtype=gy.dtype) if need_x else None
+
+        def part(s: slice) -> Any:
+            gw_part = None
+            if need_w or x_by_col2im:
+                gw_part, gx_part = self._backward_by_columns(x[s], w, gy[s], need_w, x_by_col2im)
+            if w_flipped is not None:
+                gx_part = _correlate(gy[s], w_flipped, full, self.groups)
+            if need_x:
+                gx[s] = gx_part
+            return gw_part
+
+        gw_parts = speed.in_parallel(part, speed.batch_parts(x))
+        gw = None
+        if need_w:
+            gw = gw_parts[0]
+            for more in gw_parts[1:]:
+                gw = gw + more
+        return gx, gw
+
+    def _full_correlation(self, gy: Any) -> _Geometry | None:
+        """Geometry of ∂L/∂x as a correlation of ∂L/∂y (stride 1 and p ≤ d(k − 1) only), else None."""
+        geo = self.geo
+        (ph, pw), (dh, dw) = self.padding, self.dilation
+        full = (dh * (geo.kh - 1) - ph, dw * (geo.kw - 1) - pw)
+        if self.stride != (1, 1) or min(full) < 0:
+            return None
+        return _Geometry(geo.kernel, (1, 1), full, self.dilation, gy.shape[2], gy.shape[3])
+
+    def _backward_by_columns(self, x: Any, w: Any, gy: Any, need_w: bool, need_x: bool) -> tuple[Any, Any]:
+        """Block by block: ∂L/∂W_mat += ∂L/∂Y · X_colᵀ, and (if asked) ∂L/∂x by col2im of W_matᵀ · ∂L/∂Y."""
+        # BEGIN SOLUTION conv/backward
+        xp = get_array_module(gy)
+        geo, g = self.geo, self.groups
+        n = x.shape[0]
+        o, cg, kh, kw = w.shape
+        ho, wq = geo.out_h, geo.grid_w
+        grid = _grid(x, geo)
+        gy_grid = _on_grid(gy, geo)
+        gw_t = xp.zeros((g, cg * kh * kw, o // g), dtype=w.dtype) if need_w else None  # ∂L/∂W_matᵀ
+        g_grid = xp.zeros_like(grid) if need_x else None
+        w_t = w.reshape(g, o // g, cg * kh * kw).transpose(0, 2, 1)
+        step = _block_size(x, x.shape[1] * kh * kw * ho * wq * x.itemsize)
+        for n0 in range(0, n, step):
+            block = grid[n0:n0 + step]
+            b = block.shape[0]
+            gy_block = gy_grid[:, n0:n0 + b].reshape(g, o // g, b * ho * wq)
+            if need_w:
+                cols = _windows(block, geo).reshape(g, cg * kh * kw, b * ho * wq)
+                # X_col ∂L/∂Yᵀ, then transposed: the same numbers as ∂L/∂Y X_colᵀ, but BLAS
+                # computes this orientation faster (benchmarks/README.md)
+                gw_t += xp.matmul(cols, gy_block.transpose(0, 2, 1))
+            if need_x:
+                g_cols = xp.matmul(w_t, gy_block).reshape(x.shape[1], kh, kw, b, ho, wq)
+                g_windows = _windows(g_grid[n0:n0 + b], geo)
+                for u in range(kh):
+                    for v in range(kw):
+                        g_windows[:, u, v] += g_cols[:, u, v]  # overlapping windows add up: `+=`
+        gx = None
+        if need_x:
+            ph, pw = self.padding
+            gx = xp.ascontiguousarray(g_grid[:, :, ph:ph + geo.h, pw:pw + geo.w])
+        gw = gw_t.transpose(0, 2, 1).reshape(w.shape) if need_w else None
+        return gw, gx
+        # END SOLUTION
 
 
-# ---------------------------------------------------------------------- threads over the batch
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-
-
-def _executor(size: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``size`` threads, made on first use."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < size:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool, _pool_size = ThreadPoolExecutor(size, thread_name_prefix="minise-conv"), size
-        return _pool
-
-
-def _forget_pool() -> None:
-    """A forked child has none of its parent's threads: it makes a pool of its own."""
-    global _pool, _pool_size, _pool_lock
-    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _chunks(x: Any) -> list[slice]:
-    """Contiguous slices of the batch, one per thread; just [slice(None)] (the whole batch on the
-    calling thread) off the CPU, with one thread or one sample, or without a controllable OpenBLAS."""
-    n = x.shape[0]
-    t = min(NUM_THREADS, n)
-    if t <= 1 or backend.device_of(x) != "cpu" or not _blas.available():
-        return [slice(None)]
-    return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
-
-
-def _map_chunks(fn: Callable[[slice], Any], chunks: list[slice]) -> list[Any]:
-    """[fn(chunk) for chunk in chunks], one thread per chunk and OpenBLAS on one thread meanwhile."""
-    if len(chunks) == 1:
-        return [fn(chunks[0])]
-    with _blas.limit_threads(1):
-        return list(_executor(len(chunks)).map(fn, chunks))
-
-
-def _pair(value: IntPair, name: str, op: str = "conv2d") -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if (isinstance(value, (tuple, list)) and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-
-
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
-    """⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1"""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Where every window of a convolution lies in the padded input."""
-
-    kh: int
-    kw: int
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    h: int  # input height and width
-    w: int
+# ---------------------------------------------------------------------- im2col
+class _Geometry(Window):
+    """The windows of a convolution, plus the padded-grid width its columns are computed on."""
 
     @property
-    def out_h(self) -> int:
-        return conv_output_size(self.h, self.kh, self.stride[0], self.padding[0], self.dilation[0])
+    def kh(self) -> int:
+        return self.kernel[0]
 
     @property
-    def out_w(self) -> int:
-        return conv_output_size(self.w, self.kw, self.stride[1], self.padding[1], self.dilation[1])
-
-    @property
-    def padded_w(self) -> int:
-        return self.w + 2 * self.padding[1]
+    def kw(self) -> int:
+        return self.kernel[1]
 
     @property
     def grid_w(self) -> int:
         """W_q: output rows are computed this wide (≥ W_out) so that stride-1 windows are contiguous."""
-        return -(-self.padded_w // self.stride[1])
+        return -(-(self.w + 2 * self.padding[1]) // self.stride[1])
 
 
 def _check(x: Any, w: Any, b: Any, stride: tuple[int, int], padding: tuple[int, int],
@@ -190,16 +211,13 @@ def _check(x: Any, w: Any, b: Any, stride: tuple[int, int], padding: tuple[int, 
                          f"got shape {tuple(w.shape)}")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    if min(stride) < 1:
-        raise ValueError(f"{op}: stride must be >= 1, got {stride}")
-    if min(padding) < 0:
-        raise ValueError(f"{op}: padding must be >= 0, got {padding}")
-    if min(dilation) < 1:
-        raise ValueError(f"{op}: dilation must be >= 1, got {dilation}")
     _, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     if min(o, cg, kh, kw) < 1:
         raise ValueError(f"{op}: weight has an empty dimension: shape {tuple(w.shape)}")
+    geo = _Geometry((kh, kw), stride, padding, dilation, h, wd)
+    if min(stride) < 1 or min(padding) < 0 or min(dilation) < 1:
+        geo.check(op)  # raises for the setting out of range
     if c % groups:
         raise ValueError(f"{op}: in_channels ({c}) must be divisible by groups ({groups})")
     if o % groups:
@@ -209,32 +227,18 @@ def _check(x: Any, w: Any, b: Any, stride: tuple[int, int], padding: tuple[int, 
                          f"channels, got {c} channels (input shape {tuple(x.shape)})")
     if b is not None and tuple(b.shape) != (o,):
         raise ValueError(f"{op}: expected bias of shape ({o},), got {tuple(b.shape)}")
-    geo = _Geometry(kh, kw, stride, padding, dilation, h, wd)
-    if geo.out_h < 1 or geo.out_w < 1:
-        raise ValueError(
-            f"{op}: kernel {kh}x{kw} (dilation {dilation[0]}x{dilation[1]}) is larger than the padded input "
-            f"{h + 2 * padding[0]}x{wd + 2 * padding[1]}: output size would be {geo.out_h}x{geo.out_w}"
-        )
-    return geo
+    return geo.check(op)
 
 
 def _block_size(x: Any, bytes_per_sample: int) -> int:
-    """How many samples go into one block of columns (the whole batch off the CPU)."""
-    n = x.shape[0]
-    if backend.device_of(x) != "cpu":
-        return n
-    return max(1, min(n, CPU_BLOCK_BYTES // max(1, bytes_per_sample)))
+    """How many samples go into one block of columns (see ``minise.speed.block_size``)."""
+    return speed.block_size(x, bytes_per_sample, CPU_BLOCK_BYTES)
 
 
-# ---------------------------------------------------------------------- im2col machinery
 def _grid(x: Any, geo: _Geometry) -> Any:
     """x zero-padded, (N, C, H + 2p_h + 1, W + 2p_w): the extra zero row at the bottom holds the
     reads of the dropped columns of the last output row (see the module docstring)."""
-    xp = get_array_module(x)
-    (ph, pw), (n, c, h, w) = geo.padding, x.shape
-    grid = xp.zeros((n, c, h + 2 * ph + 1, w + 2 * pw), dtype=x.dtype)
-    grid[:, :, ph:ph + h, pw:pw + w] = x
-    return grid
+    return pad(x, geo.padding, 0.0, extra_rows=1)
 
 
 def _windows(grid: Any, geo: _Geometry) -> Any:
@@ -284,167 +288,6 @@ def _correlate(x: Any, w: Any, geo: _Geometry, groups: int) -> Any:
     # END SOLUTION
 
 
-def _correlate_by_chunks(x: Any, w: Any, geo: _Geometry, groups: int) -> Any:
-    """``_correlate`` on each chunk of the batch in a thread of its own (see ``_chunks``)."""
-    chunks = _chunks(x)
-    if len(chunks) == 1:
-        return _correlate(x, w, geo, groups)
-    y = get_array_module(x).empty((x.shape[0], w.shape[0], geo.out_h, geo.out_w), dtype=x.dtype)
-
-    def one_chunk(s: slice) -> None:
-        y[s] = _correlate(x[s], w, geo, groups)
-
-    _map_chunks(one_chunk, chunks)
-    return y
-
-
-def _pointwise(x: Any, w: Any, stride: tuple[int, int], groups: int) -> Any:
-    """A 1×1 convolution without padding is a matrix product per sample: no columns needed."""
-    xp = get_array_module(x)
-    x = x[:, :, ::stride[0], ::stride[1]]
-    n, c, ho, wo = x.shape
-    o = w.shape[0]
-    y = xp.matmul(w.reshape(groups, o // groups, c // groups), x.reshape(n, groups, c // groups, ho * wo))
-    return y.reshape(n, o, ho, wo)
-
-
-class Conv2d(Function):
-    """y = conv2d(x, W, b) by im2col and one matrix product per group (see the module docstring)."""
-
-    def __init__(self, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> None:
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        self.dilation = _pair(dilation, "dilation")
-        self.groups = groups
-
-    def forward(self, x, w, b=None):
-        geo = _check(x, w, b, self.stride, self.padding, self.dilation, self.groups)
-        self.geo, self.has_bias = geo, b is not None
-        self.pointwise = geo.kh == geo.kw == 1 and self.padding == (0, 0)
-        self.save(x, w)
-        if self.pointwise:
-            y = _pointwise(x, w, self.stride, self.groups)
-        else:
-            y = _correlate_by_chunks(x, w, geo, self.groups)
-        if b is not None:
-            y += b.reshape(1, -1, 1, 1)
-        return y
-
-    def backward(self, gy):
-        x, w = self.saved
-        need_x, need_w = self.needs_input_grad[:2]
-        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
-        gx = gw = None
-        if self.pointwise:
-            gx, gw = self._pointwise_backward(x, w, gy, need_x, need_w)
-        else:
-            gx, gw = self._backward_by_chunks(x, w, gy, need_x, need_w)
-        return (gx, gw, gb)[:len(self.needs_input_grad)]  # called as f(x, w) or f(x, w, b)
-
-    def _backward_by_chunks(self, x: Any, w: Any, gy: Any, need_x: bool, need_w: bool) -> tuple[Any, Any]:
-        """∂L/∂x and ∂L/∂W of each chunk of the batch in a thread of its own (see ``_chunks``):
-        ∂L/∂x chunk by chunk, ∂L/∂W = Σ over the chunks."""
-        full = self._full_correlation(gy)
-        x_by_col2im = need_x and full is None
-        w_flipped = _flipped(w, self.groups) if need_x and full is not None else None
-
-        def one_chunk(s: slice) -> tuple[Any, Any]:
-            gx = gw = None
-            if need_w or x_by_col2im:
-                gw, gx = self._backward_by_columns(x[s], w, gy[s], need_w, x_by_col2im)
-            if w_flipped is not None:
-                gx = _correlate(gy[s], w_flipped, full, self.groups)
-            return gx, gw
-
-        chunks = _chunks(x)
-        if len(chunks) == 1:
-            return one_chunk(chunks[0])
-        gx_all = get_array_module(x).empty(x.shape, dtype=gy.dtype) if need_x else None
-
-        def one_chunk_in_place(s: slice) -> Any:
-            gx, gw = one_chunk(s)
-            if need_x:
-                gx_all[s] = gx
-            return gw
-
-        gws = _map_chunks(one_chunk_in_place, chunks)
-        gw = None
-        if need_w:
-            gw = gws[0]
-            for part in gws[1:]:
-                gw = gw + part
-        return gx_all, gw
-
-    def _full_correlation(self, gy: Any) -> _Geometry | None:
-        """Geometry of ∂L/∂x as a correlation of ∂L/∂y (stride 1 and p ≤ d(k − 1) only), else None."""
-        geo = self.geo
-        (ph, pw), (dh, dw) = self.padding, self.dilation
-        full = (dh * (geo.kh - 1) - ph, dw * (geo.kw - 1) - pw)
-        if self.stride != (1, 1) or min(full) < 0:
-            return None
-        return _Geometry(geo.kh, geo.kw, (1, 1), full, self.dilation, gy.shape[2], gy.shape[3])
-
-    def _backward_by_columns(self, x: Any, w: Any, gy: Any, need_w: bool, need_x: bool) -> tuple[Any, Any]:
-        """Block by block: ∂L/∂W_mat += ∂L/∂Y · X_colᵀ, and (if asked) ∂L/∂x by col2im of W_matᵀ · ∂L/∂Y."""
-        # BEGIN SOLUTION conv/backward
-        xp = get_array_module(gy)
-        geo, g = self.geo, self.groups
-        n = x.shape[0]
-        o, cg, kh, kw = w.shape
-        ho, wq = geo.out_h, geo.grid_w
-        grid = _grid(x, geo)
-        gy_grid = _on_grid(gy, geo)
-        gw_t = xp.zeros((g, cg * kh * kw, o // g), dtype=w.dtype) if need_w else None  # ∂L/∂W_matᵀ
-        g_grid = xp.zeros_like(grid) if need_x else None
-        w_t = w.reshape(g, o // g, cg * kh * kw).transpose(0, 2, 1)
-        step = _block_size(x, x.shape[1] * kh * kw * ho * wq * x.itemsize)
-        for n0 in range(0, n, step):
-            block = grid[n0:n0 + step]
-            b = block.shape[0]
-            gy_block = gy_grid[:, n0:n0 + b].reshape(g, o // g, b * ho * wq)
-            if need_w:
-                cols = _windows(block, geo).reshape(g, cg * kh * kw, b * ho * wq)
-                # X_col ∂L/∂Yᵀ, then transposed: the same numbers as ∂L/∂Y X_colᵀ, but BLAS
-                # computes this orientation about 1.5× faster here
-                gw_t += xp.matmul(cols, gy_block.transpose(0, 2, 1))
-            if need_x:
-                g_cols = xp.matmul(w_t, gy_block).reshape(x.shape[1], kh, kw, b, ho, wq)
-                g_windows = _windows(g_grid[n0:n0 + b], geo)
-                for u in range(kh):
-                    for v in range(kw):
-                        g_windows[:, u, v] += g_cols[:, u, v]  # overlapping windows add up: `+=`
-        gx = None
-        if need_x:
-            ph, pw = self.padding
-            gx = xp.ascontiguousarray(g_grid[:, :, ph:ph + geo.h, pw:pw + geo.w])
-        gw = gw_t.transpose(0, 2, 1).reshape(w.shape) if need_w else None
-        return gw, gx
-        # END SOLUTION
-
-    def _pointwise_backward(self, x: Any, w: Any, gy: Any, need_x: bool, need_w: bool) -> tuple[Any, Any]:
-        """1×1: ∂L/∂W = Σ_n ∂L/∂Y[n] X[n]ᵀ and ∂L/∂X[n] = Wᵀ ∂L/∂Y[n] (X[n]: the pixels the stride keeps)."""
-        xp = get_array_module(gy)
-        g = self.groups
-        sh, sw = self.stride
-        n, c, _, _ = x.shape
-        o = w.shape[0]
-        ho, wo = gy.shape[2:]
-        gy_mat = gy.reshape(n, g, o // g, ho * wo)
-        gx = gw = None
-        if need_w:
-            x_mat = x[:, :, ::sh, ::sw].reshape(n, g, c // g, ho * wo)
-            gw = xp.matmul(gy_mat, x_mat.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
-        if need_x:
-            w_t = w.reshape(g, o // g, c // g).transpose(0, 2, 1)
-            g_sub = xp.matmul(w_t, gy_mat).reshape(n, c, ho, wo)
-            if (sh, sw) == (1, 1):
-                gx = g_sub
-            else:
-                gx = xp.zeros(x.shape, dtype=gy.dtype)
-                gx[:, :, ::sh, ::sw] = g_sub
-        return gx, gw
-
-
 def _flipped(w: Any, groups: int) -> Any:
     """W'[c, o, u, v] = W[o, c, kh−1−u, kw−1−v] within each group: the kernel of ∂L/∂x for stride 1."""
     o, cg, kh, kw = w.shape
@@ -453,16 +296,43 @@ def _flipped(w: Any, groups: int) -> Any:
     return w[:, :, ::-1, ::-1]
 
 
-def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
-           padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
-    """2-D convolution of an NCHW input, as ``torch.nn.functional.conv2d``.
+# ---------------------------------------------------------------------- 1×1: no columns needed
+def _is_pointwise(geo: _Geometry) -> bool:
+    return geo.kernel == (1, 1) and geo.padding == (0, 0)
 
-    y[n, o, i, j] = b[o] + Σ_{c,u,v} W[o, c, u, v] · x_pad[n, g·C/G + c, i·s_h + u·d_h, j·s_w + v·d_w]
 
-    input (N, C, H, W); weight (O, C/groups, kh, kw); bias (O,) or None; stride, padding
-    (zeros) and dilation an int or an (h, w) pair. Returns (N, O, H_out, W_out).
-    """
-    return Conv2d(stride, padding, dilation, groups)(input, weight, bias)
+def _pointwise(x: Any, w: Any, stride: tuple[int, int], groups: int) -> Any:
+    """A 1×1 convolution without padding is a matrix product per sample: y[n] = W X[n]."""
+    xp = get_array_module(x)
+    x = x[:, :, ::stride[0], ::stride[1]]
+    n, c, ho, wo = x.shape
+    o = w.shape[0]
+    y = xp.matmul(w.reshape(groups, o // groups, c // groups), x.reshape(n, groups, c // groups, ho * wo))
+    return y.reshape(n, o, ho, wo)
+
+
+def _pointwise_backward(x: Any, w: Any, gy: Any, stride: tuple[int, int], g: int, need_x: bool,
+                        need_w: bool) -> tuple[Any, Any]:
+    """1×1: ∂L/∂W = Σ_n ∂L/∂Y[n] X[n]ᵀ and ∂L/∂X[n] = Wᵀ ∂L/∂Y[n] (X[n]: the pixels the stride keeps)."""
+    xp = get_array_module(gy)
+    sh, sw = stride
+    n, c, _, _ = x.shape
+    o = w.shape[0]
+    ho, wo = gy.shape[2:]
+    gy_mat = gy.reshape(n, g, o // g, ho * wo)
+    gx = gw = None
+    if need_w:
+        x_mat = x[:, :, ::sh, ::sw].reshape(n, g, c // g, ho * wo)
+        gw = xp.matmul(gy_mat, x_mat.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+    if need_x:
+        w_t = w.reshape(g, o // g, c // g).transpose(0, 2, 1)
+        g_sub = xp.matmul(w_t, gy_mat).reshape(n, c, ho, wo)
+        if (sh, sw) == (1, 1):
+            gx = g_sub
+        else:
+            gx = xp.zeros(x.shape, dtype=gy.dtype)
+            gx[:, :, ::sh, ::sw] = g_sub
+    return gx, gw
 
 
 # ---------------------------------------------------------------------- the plain-loop reference
@@ -476,40 +346,27 @@ class Conv2dReference(Function):
     """
 
     def __init__(self, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> None:
-        self.stride = _pair(stride, "stride", "conv2d_reference")
-        self.padding = _pair(padding, "padding", "conv2d_reference")
-        self.dilation = _pair(dilation, "dilation", "conv2d_reference")
+        self.stride = pair(stride, "stride", "conv2d_reference")
+        self.padding = pair(padding, "padding", "conv2d_reference")
+        self.dilation = pair(dilation, "dilation", "conv2d_reference")
         self.groups = groups
-
-    def _window(self, i: int, j: int, kh: int, kw: int) -> tuple[slice, slice]:
-        """The rows and columns of the padded input that output pixel (i, j) sees."""
-        (sh, sw), (dh, dw) = self.stride, self.dilation
-        return (slice(i * sh, i * sh + dh * (kh - 1) + 1, dh),
-                slice(j * sw, j * sw + dw * (kw - 1) + 1, dw))
-
-    def _pad(self, x: Any) -> Any:
-        xp = get_array_module(x)
-        (ph, pw), (n, c, h, w) = self.padding, x.shape
-        x_pad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-        x_pad[:, :, ph:ph + h, pw:pw + w] = x
-        return x_pad
 
     def forward(self, x, w, b=None):
         geo = _check(x, w, b, self.stride, self.padding, self.dilation, self.groups, "conv2d_reference")
         xp = get_array_module(x)
         self.save(x, w)
-        self.has_bias = b is not None
+        self.geo, self.has_bias = geo, b is not None
         n_batch = x.shape[0]
         out_channels, cg, kh, kw = w.shape
         og = out_channels // self.groups
-        x_pad = self._pad(x)
+        x_pad = pad(x, self.padding)
         y = xp.zeros((n_batch, out_channels, geo.out_h, geo.out_w), dtype=x.dtype)
         for n in range(n_batch):
             for o in range(out_channels):
                 g = o // og  # output channel o sees input channels g·cg … (g+1)·cg − 1
                 for i in range(geo.out_h):
                     for j in range(geo.out_w):
-                        rows, cols = self._window(i, j, kh, kw)
+                        rows, cols = geo.rows_cols(i, j)
                         y[n, o, i, j] = (x_pad[n, g * cg:(g + 1) * cg, rows, cols] * w[o]).sum()
         if b is not None:
             y += b.reshape(1, out_channels, 1, 1)
@@ -521,7 +378,7 @@ class Conv2dReference(Function):
         n_batch, _, ho, wo = gy.shape
         out_channels, cg, kh, kw = w.shape
         og = out_channels // self.groups
-        x_pad = self._pad(x)
+        x_pad = pad(x, self.padding)
         gx_pad = xp.zeros_like(x_pad)
         gw = xp.zeros_like(w)
         for n in range(n_batch):
@@ -529,11 +386,10 @@ class Conv2dReference(Function):
                 g = o // og
                 for i in range(ho):
                     for j in range(wo):
-                        rows, cols = self._window(i, j, kh, kw)
+                        rows, cols = self.geo.rows_cols(i, j)
                         gx_pad[n, g * cg:(g + 1) * cg, rows, cols] += gy[n, o, i, j] * w[o]
                         gw[o] += gy[n, o, i, j] * x_pad[n, g * cg:(g + 1) * cg, rows, cols]
-        ph, pw = self.padding
-        gx = xp.ascontiguousarray(gx_pad[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])
+        gx = unpad(gx_pad, self.padding, x.shape[2], x.shape[3])
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias else None
         return (gx, gw, gb)[:len(self.needs_input_grad)]
 

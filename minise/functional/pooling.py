@@ -5,7 +5,7 @@ A window of size kh × kw moves with stride (s_h, s_w) over the input padded by 
     max:  y[n, c, i, j] = max_{u,v}        x_pad[n, c, i·s_h + u, j·s_w + v]    (padding = −∞)
     avg:  y[n, c, i, j] = 1/(kh·kw) Σ_{u,v} x_pad[n, c, i·s_h + u, j·s_w + v]    (padding = 0, counted)
 
-    H_out = ⌊(H + 2 p_h − kh) / s_h⌋ + 1      (W_out likewise)
+    H_out = ⌊(H + 2 p_h − kh) / s_h⌋ + 1      (W_out likewise; see ``window.py``)
 
 Both are computed as kh·kw whole-array operations, one per window offset (u, v): the slice
 x_pad[:, :, u::s_h, v::s_w] (H_out × W_out of it) holds, for every output pixel at once, the input
@@ -24,19 +24,10 @@ from typing import Any
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from .window import IntPair, Window, pad, pair, unpad
 
 __all__ = ["max_pool2d", "avg_pool2d", "global_avg_pool2d", "global_max_pool2d",
            "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "GlobalMaxPool2d"]
-
-IntPair = int | tuple[int, int]
-
-
-def _pair(value: IntPair, name: str, op: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
 
 
 def _check_4d(x: Any, op: str) -> None:
@@ -50,50 +41,31 @@ class _Pool2d(Function):
     op = "pool2d"
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> None:
-        self.kernel = _pair(kernel_size, "kernel_size", self.op)
-        self.stride = self.kernel if stride is None else _pair(stride, "stride", self.op)
-        self.padding = _pair(padding, "padding", self.op)
-        if min(self.kernel) < 1:
-            raise ValueError(f"{self.op}: kernel_size must be >= 1, got {self.kernel}")
-        if min(self.stride) < 1:
-            raise ValueError(f"{self.op}: stride must be >= 1, got {self.stride}")
-        if min(self.padding) < 0:
-            raise ValueError(f"{self.op}: padding must be >= 0, got {self.padding}")
+        self.kernel = pair(kernel_size, "kernel_size", self.op)
+        self.stride = self.kernel if stride is None else pair(stride, "stride", self.op)
+        self.padding = pair(padding, "padding", self.op)
+        Window(self.kernel, self.stride, self.padding, (1, 1), 1 << 30, 1 << 30).check(self.op)  # settings in range
         if self.padding[0] * 2 > self.kernel[0] or self.padding[1] * 2 > self.kernel[1]:
             raise ValueError(f"{self.op}: padding must be at most half the kernel size, "
                              f"got padding {self.padding} for kernel {self.kernel}")
 
     def _output_size(self, x: Any) -> tuple[int, int]:
+        """Check x and fix the windows over it; return (H_out, W_out)."""
         _check_4d(x, self.op)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        h, w = x.shape[2], x.shape[3]
-        ho = (h + 2 * ph - kh) // sh + 1
-        wo = (w + 2 * pw - kw) // sw + 1
-        if ho < 1 or wo < 1:
-            raise ValueError(f"{self.op}: kernel {kh}x{kw} is larger than the padded input "
-                             f"{h + 2 * ph}x{w + 2 * pw}: output size would be {ho}x{wo}")
-        return ho, wo
+        self.window = Window(self.kernel, self.stride, self.padding, (1, 1), x.shape[2], x.shape[3]).check(self.op)
+        return self.window.out_h, self.window.out_w
 
     def _pad(self, x: Any, fill: float) -> Any:
-        ph, pw = self.padding
-        if ph == 0 and pw == 0:
-            return x
-        xp = get_array_module(x)
-        n, c, h, w = x.shape
-        out = xp.full((n, c, h + 2 * ph, w + 2 * pw), fill, dtype=x.dtype)
-        out[:, :, ph:ph + h, pw:pw + w] = x
-        return out
+        return x if self.padding == (0, 0) else pad(x, self.padding, fill)
 
     def _unpad(self, g: Any) -> Any:
-        ph, pw = self.padding
-        if ph == 0 and pw == 0:
-            return g
-        return get_array_module(g).ascontiguousarray(g[:, :, ph:g.shape[2] - ph, pw:g.shape[3] - pw])
+        h, w = self.window.h, self.window.w
+        return g if self.padding == (0, 0) else unpad(g, self.padding, h, w)
 
     def _offset(self, u: int, v: int, ho: int, wo: int) -> tuple[slice, slice, slice, slice]:
         """Index of the (H_out, W_out) slice of x_pad that holds offset (u, v) of every window."""
-        sh, sw = self.stride
-        return (slice(None), slice(None), slice(u, u + sh * (ho - 1) + 1, sh), slice(v, v + sw * (wo - 1) + 1, sw))
+        assert (ho, wo) == (self.window.out_h, self.window.out_w)
+        return self.window.offset(u, v)
 
 
 class MaxPool2d(_Pool2d):

@@ -18,6 +18,7 @@ import numpy
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
+from ..functional.window import IntPair, output_size, pair
 from . import init
 from .module import Module, Parameter
 
@@ -27,21 +28,11 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
-IntPair = int | tuple[int, int]
 
 
 def _empty_parameter(*shape: int) -> Parameter:
     """A float32 Parameter of ``shape`` on the default device (values to be set by an init function)."""
     return Parameter(numpy.zeros(shape, dtype=numpy.float32), device=backend.get_default_device())
-
-
-def _pair(value: IntPair) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def _pool_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
-    """⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1"""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 class Conv2d(Module):
@@ -54,8 +45,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must both be divisible by groups ({groups})")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation, self.groups = _pair(padding), _pair(dilation), groups
+        self.kernel_size, self.stride = pair(kernel_size, "kernel_size", "Conv2d"), pair(stride, "stride", "Conv2d")
+        self.padding, self.dilation = pair(padding, "padding", "Conv2d"), pair(dilation, "dilation", "Conv2d")
+        self.groups = groups
         self.weight = _empty_parameter(out_channels, in_channels // groups, *self.kernel_size)
         self.bias = _empty_parameter(out_channels) if bias else None
         init.default_conv_linear_init_(self.weight, self.bias)
@@ -67,8 +59,8 @@ class Conv2d(Module):
         n, c, h, w = input_shape
         if c != self.in_channels:
             raise ValueError(f"Conv2d: expected {self.in_channels} input channels, got shape {tuple(input_shape)}")
-        ho = _pool_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0])
-        wo = _pool_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
+        ho = output_size(h, self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0])
+        wo = output_size(w, self.kernel_size[1], self.stride[1], self.padding[1], self.dilation[1])
         return (n, self.out_channels, ho, wo)
 
     def macs(self, input_shape: Shape, output_shape: Shape) -> int:
@@ -205,14 +197,15 @@ class Identity(_Elementwise):
 class _Pool2d(Module):
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0) -> None:
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
-        self.padding = _pair(padding)
+        name = type(self).__name__
+        self.kernel_size = pair(kernel_size, "kernel_size", name)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", name)
+        self.padding = pair(padding, "padding", name)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, c, h, w = input_shape
-        return (n, c, _pool_size(h, self.kernel_size[0], self.stride[0], self.padding[0]),
-                _pool_size(w, self.kernel_size[1], self.stride[1], self.padding[1]))
+        return (n, c, output_size(h, self.kernel_size[0], self.stride[0], self.padding[0]),
+                output_size(w, self.kernel_size[1], self.stride[1], self.padding[1]))
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

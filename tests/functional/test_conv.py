@@ -8,7 +8,7 @@ import torch
 
 import minise.functional as F
 import minise.functional.conv as conv_module
-from minise import Tensor, _blas, gradcheck
+from minise import Tensor, gradcheck, speed
 from minise.functional.conv import Conv2d
 
 from ..conftest import on
@@ -187,7 +187,7 @@ def test_bad_input(fn):
         fn(x, Tensor(np.zeros((6, 1, 3, 3))), groups=4)
     with pytest.raises(ValueError, match=r"in_channels \(4\) must be divisible by groups \(3\)"):
         fn(x, Tensor(np.zeros((6, 1, 3, 3))), groups=3)
-    with pytest.raises(ValueError, match=r"kernel 7x7 \(dilation 1x1\) is larger than the padded input 5x5: "
+    with pytest.raises(ValueError, match=r"kernel 7x7 is larger than the padded input 5x5: "
                                          r"output size would be -1x-1"):
         fn(x, Tensor(np.zeros((6, 4, 7, 7))))
     with pytest.raises(ValueError, match=r"kernel 3x3 \(dilation 4x4\) is larger than the padded input 7x7"):
@@ -221,13 +221,13 @@ def test_no_host_syncs(simulated_gpu):
 
 
 # ---------------------------------------------------------------------- threads over the batch
-needs_openblas = pytest.mark.skipif(not _blas.available(), reason="no OpenBLAS whose thread count can be set: "
+needs_openblas = pytest.mark.skipif(not speed.blas_available(), reason="no OpenBLAS whose thread count can be set: "
                                                                   "conv2d stays on one thread")
 THREAD_CASES = [CASES[0], CASES[1], CASES[7], CASES[10], CASES[8]]  # stride 1 / 2, groups, dilation, depthwise
 
 
 def _forward_backward(case, batch, threads, monkeypatch, dtype=np.float64):
-    monkeypatch.setattr(conv_module, "NUM_THREADS", threads)
+    monkeypatch.setattr(speed, "NUM_THREADS", threads)
     shape, *rest = case
     x, w, b, settings = _make(((batch,) + shape[1:], *rest), "cpu", dtype, seed=11)
     y = F.conv2d(x, w, b, **settings)
@@ -261,52 +261,27 @@ def test_threads_split_the_batch(monkeypatch, stride):
         def wrapped(*args, **kwargs):
             arg = args[1] if name == "_backward_by_columns" else args[0]  # (self, x, ...) or (x, ...)
             with lock:
-                calls.append((name, arg.shape[0], threading.current_thread().name, _blas.get_num_threads()))
+                calls.append((name, arg.shape[0], threading.current_thread().name, speed.blas_num_threads()))
             return fn(*args, **kwargs)
         return wrapped
 
     monkeypatch.setattr(conv_module, "_correlate", spy("_correlate", conv_module._correlate))
     monkeypatch.setattr(Conv2d, "_backward_by_columns",
                         spy("_backward_by_columns", Conv2d._backward_by_columns))
-    before = _blas.get_num_threads()
+    before = speed.blas_num_threads()
     _forward_backward(((7, 3, 6, 6), (4, 3, 3), stride, 1, 1, 1, True), 7, 3, monkeypatch)
-    assert _blas.get_num_threads() == before
+    assert speed.blas_num_threads() == before
     names = {"forward": "_correlate", "backward": "_correlate" if stride == 1 else "_backward_by_columns"}
     expected = [names["forward"]] * 3 + [names["backward"]] * 3 + ["_backward_by_columns"] * 3 * (stride == 1)
     assert sorted(name for name, *_ in calls) == sorted(expected)
     for name in set(expected):
         assert sorted(n for called, n, *_ in calls if called == name) == sorted([2, 2, 3] * (expected.count(name) // 3))
-    assert all(thread.startswith("minise-conv") for *_, thread, _ in calls)
+    assert all(thread.startswith("minise-worker") for *_, thread, _ in calls)
     assert all(blas_threads == 1 for *_, blas_threads in calls)
-
-
-def test_blas_limit_threads_restores():
-    """limit_threads sets the count for its block (nested and after an error too) and restores it."""
-    libs = _blas._openblas()
-    if not libs:
-        with _blas.limit_threads(1) as limited:
-            assert limited is False and _blas.get_num_threads() is None
-        return
-    original = [lib.get() for lib in libs]
-    try:
-        for lib in libs:
-            lib.set(2)
-        with _blas.limit_threads(1) as limited:
-            assert limited is True and _blas.get_num_threads() == 1
-            with _blas.limit_threads(1):
-                assert _blas.get_num_threads() == 1
-            assert _blas.get_num_threads() == 1  # the outer block still holds the limit
-        assert [lib.get() for lib in libs] == [2] * len(libs)
-        with pytest.raises(RuntimeError), _blas.limit_threads(1):
-            raise RuntimeError("inside")
-        assert [lib.get() for lib in libs] == [2] * len(libs)
-    finally:
-        for lib, count in zip(libs, original):
-            lib.set(count)
 
 
 def test_gpu_keeps_one_call(simulated_gpu, monkeypatch):
     """Off the CPU the batch is not split: the GPU takes it in one call."""
-    monkeypatch.setattr(conv_module, "NUM_THREADS", 4)
+    monkeypatch.setattr(speed, "NUM_THREADS", 4)
     x = on("cuda", np.zeros((8, 2, 5, 5)))
-    assert conv_module._chunks(x) == [slice(None)]
+    assert speed.batch_parts(x) == [slice(None)]

@@ -1,0 +1,226 @@
+"""The CPU speed machinery the ops call: threads over the batch, blocks of samples, BLAS thread control.
+
+None of this changes what an op computes; it decides how the work is cut up. The ops read as
+textbook code and call four things from here:
+
+- ``batch_parts(x)``: contiguous slices of the batch, one per thread (just the whole batch off the
+  CPU, with one thread, or where the BLAS thread count cannot be set);
+- ``in_parallel(fn, parts)``: ``[fn(part) for part in parts]``, one pool thread per part, with the
+  BLAS library held at one thread meanwhile (NumPy lets go of the GIL in its copies, ufuncs and
+  matrix products, so the parts run on separate cores; several BLAS threads per part would fight
+  over the same cores);
+- ``block_size(x, bytes_per_sample, budget)``: how many samples to take at a time so that a block
+  of work stays in the cache (the whole batch off the CPU);
+- ``limit_blas_threads(n)``: a context manager over threadpoolctl that counts overlapping users
+  (nested blocks, several threads): the first one in sets the limit, the last one out restores it.
+
+``Prefetcher`` runs the making of the next batches on a background thread, in order, so that
+augmentation overlaps with the training step without changing a single number.
+
+Measured effects are in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from . import backend
+
+__all__ = ["NUM_THREADS", "batch_parts", "in_parallel", "block_size", "limit_blas_threads",
+           "blas_available", "blas_num_threads", "Prefetcher"]
+
+
+def _default_num_threads() -> int:
+    setting = os.environ.get("MINISE_NUM_THREADS")
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            raise ValueError(f"MINISE_NUM_THREADS must be a positive int, got {setting!r}") from None
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+NUM_THREADS = _default_num_threads()
+"""How many threads an op splits a batch over on the CPU: the cores this process may use, or the
+environment variable ``MINISE_NUM_THREADS``. 1 runs the plain sequential code (with BLAS's own threads)."""
+
+
+# ---------------------------------------------------------------------- BLAS thread control
+_blas_lock = threading.Lock()
+_blas_controller: Any = None  # threadpoolctl's view of the BLAS libraries, made on first use
+_blas_users = 0  # how many limit_blas_threads blocks are open
+_blas_limiter: Any = None
+
+
+def _controller() -> Any:
+    global _blas_controller
+    if _blas_controller is None:
+        import numpy  # noqa: F401  (NumPy's BLAS must be loaded before threadpoolctl looks)
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController().select(user_api="blas")
+    return _blas_controller
+
+
+def blas_available() -> bool:
+    """Whether a loaded BLAS library was found whose thread count can be set (OpenBLAS, MKL, BLIS...)."""
+    return bool(_controller().lib_controllers)
+
+
+def blas_num_threads() -> int | None:
+    """The thread count of the first BLAS library found (None if there is none)."""
+    libs = _controller().lib_controllers
+    return libs[0].num_threads if libs else None
+
+
+@contextmanager
+def limit_blas_threads(n: int) -> Iterator[bool]:
+    """Run the block with every BLAS library limited to ``n`` threads; restore the counts after.
+
+    Overlapping uses (nested, or from several threads) are counted: the first sets the limit, the
+    last restores it. Yields whether a limit is in force (False: no controllable BLAS).
+
+    OpenBLAS ignores a raise of its thread count asked from a thread other than the one that
+    lowered it, so the thread that enters first should leave last (``in_parallel`` does: the
+    calling thread holds the limit around its pool threads' work)."""
+    global _blas_users, _blas_limiter
+    if not blas_available():
+        yield False
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _controller().limit(limits=n)
+        _blas_users += 1
+    try:
+        yield True
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+# ---------------------------------------------------------------------- threads over the batch
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _executor(size: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least ``size`` threads, made on first use."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(size, thread_name_prefix="minise-worker"), size
+        return _pool
+
+
+def _forget_pool() -> None:
+    """A forked child has none of its parent's threads: it makes a pool of its own."""
+    global _pool, _pool_size, _pool_lock, _blas_lock, _blas_users, _blas_limiter
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+    _blas_lock, _blas_users, _blas_limiter = threading.Lock(), 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def batch_parts(x: Any, min_part: int = 1) -> list[slice]:
+    """Contiguous slices of the batch (axis 0), one per thread, each at least ``min_part`` samples;
+    just [slice(None)] (the whole batch on the calling thread) off the CPU, with one thread or too
+    small a batch, or without a controllable BLAS."""
+    n = x.shape[0]
+    t = min(NUM_THREADS, n // max(1, min_part))
+    if t <= 1 or backend.device_of(x) != "cpu" or not blas_available():
+        return [slice(None)]
+    return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
+
+
+def in_parallel(fn: Callable[[slice], Any], parts: list[slice]) -> list[Any]:
+    """[fn(part) for part in parts], one pool thread per part and BLAS on one thread meanwhile."""
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    with limit_blas_threads(1):
+        return list(_executor(len(parts)).map(fn, parts))
+
+
+def block_size(x: Any, bytes_per_sample: int, budget: int) -> int:
+    """How many samples of x go into one block of about ``budget`` bytes (the whole batch off the CPU)."""
+    n = x.shape[0]
+    if backend.device_of(x) != "cpu":
+        return n
+    return max(1, min(n, budget // max(1, bytes_per_sample)))
+
+
+# ---------------------------------------------------------------------- background batches
+class Prefetcher:
+    """Iterate over ``batches`` with the next ``depth`` items made on a background thread.
+
+    The items come out in the same order and with the same values as from ``batches`` itself: the
+    background thread is the only one that advances the iterator (and so the random generator
+    inside it), so the numbers for a seed do not change. An exception raised while making a batch
+    is raised here, at the item where it happened. ``close()`` (or leaving a ``with`` block) stops
+    the thread early.
+    """
+
+    _DONE = object()
+
+    def __init__(self, batches: Iterable[Any], depth: int = 2) -> None:
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"Prefetcher: depth must be a positive int, got {depth!r}")
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(iter(batches),), name="minise-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, it: Iterator[Any]) -> None:
+        try:
+            for item in it:
+                if not self._put((item, None)):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            self._put((None, error))
+            return
+        self._put((self._DONE, None))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item, error = self._queue.get()
+            if error is not None:
+                self.close()
+                raise error
+            if item is self._DONE:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,172 @@
+"""minise.speed: BLAS thread control (threadpoolctl, counted), batch parts, blocks, the prefetcher."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from minise import speed
+
+from .conftest import on
+
+
+def _libs():
+    return speed._controller().lib_controllers
+
+
+def test_limit_blas_threads_counts_overlapping_users():
+    """The first block in sets the limit, the last one out restores it (nested and after an error)."""
+    libs = _libs()
+    if not libs:
+        with speed.limit_blas_threads(1) as limited:
+            assert limited is False and speed.blas_num_threads() is None
+        return
+    original = [lib.num_threads for lib in libs]
+    try:
+        for lib in libs:
+            lib.set_num_threads(2)
+        with speed.limit_blas_threads(1) as limited:
+            assert limited is True and speed.blas_num_threads() == 1
+            with speed.limit_blas_threads(1):
+                assert speed.blas_num_threads() == 1
+            assert speed.blas_num_threads() == 1  # the outer block still holds the limit
+        assert [lib.num_threads for lib in libs] == [2] * len(libs)
+        with pytest.raises(RuntimeError), speed.limit_blas_threads(1):
+            raise RuntimeError("inside")
+        assert [lib.num_threads for lib in libs] == [2] * len(libs)
+    finally:
+        for lib, count in zip(libs, original):
+            lib.set_num_threads(count)
+
+
+def test_limit_blas_threads_from_two_threads():
+    """A pool thread enters and leaves while the calling thread holds the limit: the limit stays in
+    force until the calling thread leaves, which restores the count. (OpenBLAS ignores a raise of
+    its thread count asked from another thread than the one that lowered it, so the calling thread,
+    first in, is the one that should be last out: ``in_parallel`` is used that way.)"""
+    if not _libs():
+        pytest.skip("no BLAS whose thread count can be set")
+    before = speed.blas_num_threads()
+    seen = []
+
+    def worker():
+        with speed.limit_blas_threads(1):
+            seen.append(speed.blas_num_threads())
+        seen.append(speed.blas_num_threads())
+
+    with speed.limit_blas_threads(1):
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert speed.blas_num_threads() == 1
+    assert seen == [1, 1] and speed.blas_num_threads() == before
+
+
+@pytest.mark.parametrize("n,threads,expected", [
+    (7, 3, [(0, 2), (2, 4), (4, 7)]), (1, 4, None), (5, 1, None), (3, 8, [(0, 1), (1, 2), (2, 3)])])
+def test_batch_parts(monkeypatch, n, threads, expected):
+    if not speed.blas_available():
+        pytest.skip("no BLAS whose thread count can be set: no parts")
+    monkeypatch.setattr(speed, "NUM_THREADS", threads)
+    parts = speed.batch_parts(np.zeros((n, 2)))
+    if expected is None:
+        assert parts == [slice(None)]
+    else:
+        assert [(s.start, s.stop) for s in parts] == expected
+
+
+def test_batch_parts_min_part(monkeypatch):
+    monkeypatch.setattr(speed, "NUM_THREADS", 4)
+    if speed.blas_available():
+        assert len(speed.batch_parts(np.zeros((8, 2)), min_part=4)) == 2
+    assert speed.batch_parts(np.zeros((3, 2)), min_part=4) == [slice(None)]
+
+
+def test_gpu_is_not_split(simulated_gpu, monkeypatch):
+    monkeypatch.setattr(speed, "NUM_THREADS", 4)
+    x = on("cuda", np.zeros((8, 2)))
+    assert speed.batch_parts(x) == [slice(None)]
+    assert speed.block_size(x, 1, 1) == 8
+
+
+def test_in_parallel_keeps_order_and_limits_blas(monkeypatch):
+    seen = []
+    result = speed.in_parallel(lambda s: (seen.append(speed.blas_num_threads()), s.start)[1],
+                               [slice(0, 1), slice(1, 2), slice(2, 3)])
+    assert result == [0, 1, 2]
+    if speed.blas_available():
+        assert seen == [1, 1, 1]
+
+
+def test_block_size():
+    x = np.zeros((10, 3))
+    assert speed.block_size(x, 100, 1000) == 10
+    assert speed.block_size(x, 100, 350) == 3
+    assert speed.block_size(x, 100, 1) == 1  # at least one sample
+
+
+def test_num_threads_setting(monkeypatch):
+    monkeypatch.setenv("MINISE_NUM_THREADS", "3")
+    assert speed._default_num_threads() == 3
+    monkeypatch.setenv("MINISE_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="MINISE_NUM_THREADS must be a positive int, got 'many'"):
+        speed._default_num_threads()
+
+
+# ---------------------------------------------------------------------- the prefetcher
+def _batches(seed, count=6):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield rng.standard_normal((4, 3))
+
+
+def test_prefetcher_same_items_in_order():
+    """Making the batches on the background thread changes no number for a seed."""
+    expected = list(_batches(1))
+    with speed.Prefetcher(_batches(1), depth=2) as batches:
+        got = list(batches)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prefetcher_runs_ahead_on_another_thread():
+    made_on = []
+
+    def source():
+        for k in range(3):
+            made_on.append(threading.current_thread().name)
+            yield k
+
+    assert list(speed.Prefetcher(source())) == [0, 1, 2]
+    assert made_on == ["minise-prefetch"] * 3
+
+
+def test_prefetcher_raises_where_the_error_happened():
+    def source():
+        yield 1
+        raise OSError("disk gone")
+
+    it = iter(speed.Prefetcher(source()))
+    assert next(it) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(it)
+
+
+def test_prefetcher_close_early_stops_the_thread():
+    def endless():
+        k = 0
+        while True:
+            yield k
+            k += 1
+
+    p = speed.Prefetcher(endless(), depth=1)
+    assert next(iter(p)) == 0
+    p.close()
+    assert not p._thread.is_alive()
+
+
+@pytest.mark.parametrize("depth", [0, True, 1.5])
+def test_prefetcher_bad_depth(depth):
+    with pytest.raises(ValueError, match="depth must be a positive int"):
+        speed.Prefetcher([], depth=depth)
