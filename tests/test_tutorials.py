@@ -31,6 +31,7 @@ PROMISED = {
     "09_train_se_resnet20.py": ["training_curves.png", "se_resnet20.npz"],
     "10_role_of_excitation.py": ["excitation_per_class.png", "excitation_by_depth.png"],
     "11_gpu_cupy.py": ["device_timings.png"],
+    "12_profile.py": ["step_profile.png"],
 }
 NEEDS_DATA = {"05_squeeze.py", "09_train_se_resnet20.py", "10_role_of_excitation.py"}
 
