@@ -6,11 +6,18 @@ topological order (with an explicit stack, so a 110-layer network needs no deep 
 calls each one's hand-written ``backward`` and adds up the gradients of tensors that were used
 more than once (a residual connection uses its input twice). Once a Function has passed its
 gradients on, its saved arrays are dropped, so memory falls as the backward pass proceeds.
+
+Who holds whom: an output Tensor holds its ``creator`` Function, and a Function holds its input
+Tensors, but only weak references to its outputs (as in Chainer and DeZero). The graph therefore
+has no reference cycles: when the program drops the last tensor of a forward pass it did not
+differentiate (an evaluation without ``no_grad``), reference counting frees the whole graph at once,
+without waiting for Python's cyclic garbage collector.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -263,11 +270,14 @@ class Function:
       none; ``self.needs_input_grad[i]`` says which are wanted, so work can be skipped).
 
     Calling the Function on Tensors (or arrays, or ``None`` for an absent optional input) runs
-    ``forward`` and, when gradients are being recorded, links the outputs into the graph.
+    ``forward`` and, when gradients are being recorded, links the outputs into the graph: each
+    output's ``creator`` is this Function, which keeps its ``inputs`` and weak references to its
+    outputs (read them through :attr:`outputs`).
     """
 
     needs_input_grad: tuple[bool, ...] = ()
     saved: tuple[Any, ...] = ()
+    _output_refs: tuple[weakref.ref, ...] = ()
 
     def __call__(self, *inputs: Any) -> Any:
         tensors = [x if (x is None or isinstance(x, Tensor)) else Tensor(x) for x in inputs]
@@ -281,12 +291,24 @@ class Function:
         outs = [Tensor(r, requires_grad=record) for r in ((result,) if single else result)]
         if record:
             self.inputs = tensors
-            self.outputs = outs
+            # weak references only: an output holds its creator, so strong ones would make a cycle
+            self._output_refs = tuple(weakref.ref(o) for o in outs)
+            self._output_like = tuple((get_array_module(o.data), o.shape, o.dtype) for o in outs)
             for o in outs:
                 o.creator = self
         else:
             self.saved = ()
         return outs[0] if single else tuple(outs)
+
+    @property
+    def outputs(self) -> tuple[Tensor, ...]:
+        """The output Tensors, in order. One that the program no longer holds cannot have been sent a
+        gradient: it comes back as a stand-in of zeros with its shape and dtype (a broadcast view, no memory)."""
+        outs = []
+        for ref, (xp, shape, dtype) in zip(self._output_refs, self._output_like):
+            o = ref()
+            outs.append(o if o is not None else Tensor(xp.broadcast_to(xp.zeros((), dtype=dtype), shape)))
+        return tuple(outs)
 
     def save(self, *arrays: Any) -> None:
         """Keep arrays for ``backward`` (ignored when no graph is being recorded)."""
@@ -342,13 +364,20 @@ def _topological_order(roots: Sequence[Tensor]) -> list[Function]:
 
 
 def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: bool = False) -> None:
-    """Reverse-mode sweep from ``roots`` (with upstream ``grads``) to the leaves."""
+    """Reverse-mode sweep from ``roots`` (with upstream ``grads``) to the leaves.
+
+    A Function holds its outputs only weakly: a tensor that is on its way to its creator with a
+    gradient must be kept alive here until that creator is reached (else, once the consumers that
+    held it are freed, its creator could no longer find it among its ``outputs``).
+    """
     # BEGIN SOLUTION autograd/backpropagate
     pending: dict[int, Any] = {}  # id(tensor) -> gradient summed so far
+    waiting: dict[int, Tensor] = {}  # id(tensor) -> the tensor, kept alive while its gradient waits
 
     def add(t: Tensor, g: Any) -> None:
         key = id(t)
         pending[key] = g if key not in pending else pending[key] + g
+        waiting[key] = t
 
     for r, g in zip(roots, grads):
         add(r, g)
@@ -357,6 +386,7 @@ def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: b
         gys = []
         for o in fn.outputs:
             g = pending.pop(id(o), None)
+            waiting.pop(id(o), None)
             if o._retain_grad and g is not None:
                 o._accumulate(g)
             if g is None:
@@ -385,5 +415,4 @@ def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: b
         if not retain_graph:
             fn.saved = ()
             fn.inputs = None
-            fn.outputs = ()
     # END SOLUTION

@@ -108,3 +108,79 @@ def test_numpy_returns_a_copy():
     x = Tensor(np.zeros(2))
     x.numpy()[0] = 5
     assert x.data[0] == 0
+
+
+# ------------------------------------------------------------------ memory: outputs held weakly
+@pytest.fixture
+def no_cyclic_gc():
+    """Only reference counting may free memory inside the test (the cyclic collector is off)."""
+    import gc
+
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_a_forward_pass_without_backward_frees_its_memory(no_cyclic_gc):
+    import weakref
+
+    w = Tensor(np.ones((3, 3)), requires_grad=True)
+    x = Tensor(np.ones((2, 3)))
+    h = x @ w                       # an intermediate, saved by the next op
+    y = (h * h).sum()
+    refs = [weakref.ref(h), weakref.ref(h.creator), weakref.ref(y.creator), weakref.ref(h.data)]
+    del h
+    assert all(r() is not None for r in refs), "the graph stays alive while its output is held"
+    del y                            # nobody holds the output any more: the whole graph goes, without the GC
+    assert [r() is None for r in refs] == [True] * 4
+    assert w.grad is None and w.creator is None
+
+
+def test_a_deep_graph_is_freed_by_reference_counting(no_cyclic_gc):
+    import weakref
+
+    x = Tensor(np.array(1.0), requires_grad=True)
+    y = x
+    refs = []
+    for i in range(20000):
+        y = y * 1.0001
+        if i % 1000 == 0:
+            refs.append(weakref.ref(y))
+    del y
+    assert [r() for r in refs] == [None] * len(refs)
+
+
+def test_backward_through_intermediates_nobody_holds(no_cyclic_gc):
+    # each intermediate lives only as an input of the next Function; backward must keep every tensor
+    # with a gradient on its way alive until its creator is reached (outputs are held weakly)
+    x = Tensor(np.array([1.0, -2.0, 3.0]), requires_grad=True)
+    a = x * 2.0
+    loss = ((a * a + a) * 3.0).sum() + (a * 0.5).sum()  # a is used three times, and then dropped
+    del a
+    loss.backward()
+    xv = np.array([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(x.grad.numpy(), 3 * (2 * (2 * xv) + 1) * 2 + 0.5 * 2)
+
+
+def test_an_unused_output_of_a_two_output_function_gets_zeros(no_cyclic_gc):
+    class Split(Function):
+        """(2x, x²); ∂L/∂x = 2 g1 + 2x g2"""
+
+        def forward(self, x):
+            self.save(x)
+            return 2 * x, x * x
+
+        def backward(self, g1, g2):
+            (x,) = self.saved
+            return 2 * g1 + 2 * x * g2
+
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    first, second = Split()(x)
+    del second                      # dropped before backward: its gradient is zero
+    first.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
