@@ -7,7 +7,8 @@ resnext50_32x4d, and their ``se_`` twins (SE-ResNet-50, SE-ResNeXt-50 of Table 2
 
 Keyword arguments go to the model's class (e.g. ``shortcut="B"``, ``stride_in_1x1=True``,
 ``se_position="pre"``, ``se_stages=(4,)``, ``se_options=dict(bias=False, squeeze="max",
-gate="tanh", spatial=True)``).
+gate="tanh", spatial=True)``). ``se_stages`` numbers stages as the paper does: conv1 is stage 1,
+``layer1`` is stage 2.
 """
 
 from __future__ import annotations

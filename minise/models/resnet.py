@@ -188,16 +188,19 @@ class PreActBasicBlock(Module):
     """He et al. (2016b) pre-activation: BN → ReLU → 3×3 conv → BN → ReLU → 3×3 conv (→ SE) (+ x).
 
     Where the shape changes, the shortcut is a 1×1 convolution of the pre-activated input.
+    ``preactivate=False`` (the network's first unit): the input is already activated (the stem's
+    BN → ReLU), so the block has no BN → ReLU of its own and both paths start from x.
     """
 
     expansion = 1
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, se_reduction: int | None = None,
-                 se_options: dict[str, Any] | None = None, se_position: str = "standard") -> None:
+                 se_options: dict[str, Any] | None = None, se_position: str = "standard",
+                 preactivate: bool = True) -> None:
         super().__init__()
         _check_position(se_position, ("standard",), type(self).__name__)
         out_channels = planes * self.expansion
-        self.bn1 = BatchNorm2d(in_channels)
+        self.bn1 = BatchNorm2d(in_channels) if preactivate else None
         self.conv1 = Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = BatchNorm2d(planes)
         self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False)
@@ -210,7 +213,7 @@ class PreActBasicBlock(Module):
         return self.conv2(F.relu(self.bn2(self.conv1(a))))
 
     def forward(self, x: Tensor) -> Tensor:
-        a = F.relu(self.bn1(x))
+        a = F.relu(self.bn1(x)) if self.bn1 is not None else x
         identity = x if self.downsample is None else self.downsample(a)
         out = self.residual(a)
         if self.se is not None:
@@ -224,11 +227,12 @@ class PreActBottleneck(PreActBasicBlock):
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, se_reduction: int | None = None,
-                 se_options: dict[str, Any] | None = None, se_position: str = "standard") -> None:
+                 se_options: dict[str, Any] | None = None, se_position: str = "standard",
+                 preactivate: bool = True) -> None:
         Module.__init__(self)
         _check_position(se_position, ("standard",), type(self).__name__)
         out_channels = planes * self.expansion
-        self.bn1 = BatchNorm2d(in_channels)
+        self.bn1 = BatchNorm2d(in_channels) if preactivate else None
         self.conv1 = Conv2d(in_channels, planes, 1, bias=False)
         self.bn2 = BatchNorm2d(planes)
         self.conv2 = Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
@@ -245,20 +249,33 @@ class PreActBottleneck(PreActBasicBlock):
         return self.conv3(F.relu(self.bn3(out)))
 
 
-def _he_init(model: Module) -> None:
-    """He et al. (2015) normal initialisation, N(0, 2/fan_out), for every convolution; BN γ = 1, β = 0."""
+def he_init_convs(model: Module) -> None:
+    """He et al. (2015) normal initialisation, N(0, 2/fan_out), for every convolution outside the SE blocks.
+
+    The SE blocks keep the default uniform init of their layers, whether W1 and W2 are FCs (the
+    standard block) or 1×1 convolutions (NoSqueeze, ``spatial=True``): the ablation then compares
+    the operators from the same starting scheme. BN starts at γ = 1, β = 0.
+    """
+    in_se = {id(c) for m in model.modules() if isinstance(m, SqueezeExcitation) for c in m.modules()}
     for m in model.modules():
-        if isinstance(m, Conv2d):
+        if isinstance(m, Conv2d) and id(m) not in in_se:
             init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 init.zeros_(m.bias)
 
 
 def _stages_with_se(se_stages: tuple[int, ...] | None, count: int) -> tuple[int, ...]:
-    stages = tuple(range(1, count + 1)) if se_stages is None else tuple(se_stages)
-    if any(s not in range(1, count + 1) for s in stages):
-        raise ValueError(f"se_stages must name stages 1..{count}, got {se_stages}")
-    return stages
+    """The ``layer`` indices (1..count) that get SE blocks, from stages in the paper's numbering.
+
+    The paper (Table 1 and its stage ablation) counts conv1 as stage 1, so ``layer1`` is stage 2,
+    ``layer2`` stage 3 and so on: SE on "stage 4" of SE-ResNet-50 is ``se_stages=(4,)`` = ``layer3``.
+    """
+    last = count + 1
+    stages = tuple(range(2, last + 1)) if se_stages is None else tuple(se_stages)
+    if not stages or any(s not in range(2, last + 1) for s in stages):
+        raise ValueError(f"se_stages counts as the paper does: stage 1 is conv1 (no SE), layer1..layer{count} are "
+                         f"stages 2..{last}; got {se_stages}")
+    return tuple(s - 1 for s in stages)
 
 
 class ResNet(Module):
@@ -267,7 +284,8 @@ class ResNet(Module):
     stem: 7×7 conv (stride 2) → BN → ReLU → 3×3 max pool (stride 2); four stages (``layer1`` …
     ``layer4``, 64/128/256/512 planes, the last three starting with stride 2); global average
     pool; ``fc``. ``se_reduction`` (r) adds an SE block to every block of the stages in
-    ``se_stages`` (default: all; the paper's stage ablation uses single stages).
+    ``se_stages``, numbered as in the paper: conv1 is stage 1, ``layer1`` … ``layer4`` are stages
+    2 … 5 (default: all; the paper's stage ablation puts SE on stage 2, 3 or 4 only).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: tuple[int, int, int, int],
@@ -298,7 +316,7 @@ class ResNet(Module):
             setattr(self, f"layer{index}", Sequential(*blocks))
         self.avgpool = GlobalAvgPool2d()
         self.fc = Linear(in_channels, num_classes)
-        _he_init(self)
+        he_init_convs(self)
         if zero_init_residual:  # each block starts as the identity (Goyal et al., 2017)
             for m in self.modules():
                 if isinstance(m, Bottleneck):
@@ -317,7 +335,8 @@ class CifarResNet(Module):
 
     3×3 conv (16) → BN → ReLU; three stages of n basic blocks with 16, 32, 64 channels at 32×32,
     16×16, 8×8; global average pool; ``fc``. Shortcuts: option A (zero padding, no parameters;
-    ResNet-20 then has 0.27M parameters) by default, or B (1×1 projections).
+    ResNet-20 then has 0.27M parameters) by default, or B (1×1 projections). ``se_stages`` numbers
+    the stages as the paper does: conv1 is stage 1, ``layer1`` … ``layer3`` are stages 2 … 4.
     """
 
     def __init__(self, depth: int = 20, num_classes: int = 10, shortcut: str = "A", se_reduction: int | None = None,
@@ -343,7 +362,7 @@ class CifarResNet(Module):
             setattr(self, f"layer{index}", Sequential(*blocks))
         self.avgpool = GlobalAvgPool2d()
         self.fc = Linear(64, num_classes)
-        _he_init(self)
+        he_init_convs(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -356,6 +375,9 @@ class PreActResNet(Module):
 
     Basic blocks (6n + 2 layers, e.g. 110) or bottlenecks (9n + 2 layers, e.g. 164; 16/32/64 planes
     expanded ×4); after the last block a final BN → ReLU, then global average pool and ``fc``.
+    As in He et al.'s appendix (and their released code), the first activation comes right after
+    conv1, before the first unit splits into its two paths: conv1 → BN (``bn1``) → ReLU, and the
+    first unit has no BN → ReLU of its own.
     """
 
     def __init__(self, depth: int = 164, num_classes: int = 10, bottleneck: bool = True,
@@ -370,6 +392,7 @@ class PreActResNet(Module):
         block = PreActBottleneck if bottleneck else PreActBasicBlock
         self.depth = depth
         self.conv1 = Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = BatchNorm2d(16)
         se_on = _stages_with_se(se_stages, 3)
         in_channels = 16
         for index, planes in enumerate((16, 32, 64), start=1):
@@ -377,15 +400,16 @@ class PreActResNet(Module):
             for b in range(n):
                 stride = 2 if (b == 0 and index > 1) else 1
                 blocks.append(block(in_channels, planes, stride, se_reduction=se_reduction if index in se_on else None,
-                                    se_options=se_options, se_position=se_position))
+                                    se_options=se_options, se_position=se_position,
+                                    preactivate=not (index == 1 and b == 0)))
                 in_channels = planes * block.expansion
             setattr(self, f"layer{index}", Sequential(*blocks))
         self.bn = BatchNorm2d(in_channels)
         self.avgpool = GlobalAvgPool2d()
         self.fc = Linear(in_channels, num_classes)
-        _he_init(self)
+        he_init_convs(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
+        x = F.relu(self.bn1(self.conv1(x)))  # the first activation, before the first unit's two paths
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(self.avgpool(F.relu(self.bn(x))))

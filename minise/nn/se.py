@@ -42,7 +42,10 @@ class SqueezeExcitation(Module):
         bias: biases in W1 and W2.
         squeeze: "avg" (Eq. 2) or "max" (global max pooling).
         gate: σ of Eq. 3: "sigmoid" (the paper's), "tanh" or "relu".
-        spatial: the NoSqueeze ablation (W1, W2 as 1×1 convolutions on the whole map).
+        spatial: the NoSqueeze ablation (W1, W2 as 1×1 convolutions on the whole map; no squeeze,
+            so only ``squeeze="avg"`` is accepted with it). Its 1×1 convolutions start from the same
+            scheme as the FCs of the standard block (PyTorch's default uniform init, fan-in C and C/r),
+            so the ablation compares the operators only; the networks do not re-draw them.
         keep_excitation: keep the latest s (N, C) in ``self.excitation`` (a detached raw array),
             for the "role of excitation" analysis (Sec. 7.2). Off by default: then nothing is kept.
     """
@@ -54,6 +57,9 @@ class SqueezeExcitation(Module):
             raise ValueError(f"squeeze must be one of {sorted(SQUEEZES)}, got {squeeze!r}")
         if gate not in GATES:
             raise ValueError(f"gate must be one of {sorted(GATES)}, got {gate!r}")
+        if spatial and squeeze != "avg":
+            raise ValueError(f"spatial=True (NoSqueeze) has no squeeze step, so squeeze={squeeze!r} would be "
+                             "silently ignored; leave squeeze='avg' with spatial=True")
         if channels < 1 or reduction < 1:
             raise ValueError(f"channels and reduction must be positive, got {channels} and {reduction}")
         self.channels, self.reduction = channels, reduction

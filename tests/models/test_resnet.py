@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import numpy as np
 import pytest
 import torch
@@ -125,10 +127,40 @@ def test_stride_in_1x1_moves_the_stride() -> None:
     assert (b.conv1.stride, b.conv2.stride) == ((2, 2), (1, 1))
 
 
-def test_se_stages_selects_stages() -> None:
-    model = M.create("se_resnet50", se_stages=(4,))
-    stages = {name.split(".")[0] for name, m in model.named_modules() if isinstance(m, SqueezeExcitation)}
-    assert stages == {"layer4"}
+def se_layers(model: minise.nn.Module) -> set[str]:
+    return {name.split(".")[0] for name, m in model.named_modules() if isinstance(m, SqueezeExcitation)}
+
+
+@pytest.mark.parametrize("name, stages, layers", [
+    ("se_resnet50", (2,), {"layer1"}), ("se_resnet50", (4,), {"layer3"}), ("se_resnet50", (5,), {"layer4"}),
+    ("se_resnet50", (2, 3, 4), {"layer1", "layer2", "layer3"}),
+    ("se_resnet20", (2,), {"layer1"}), ("se_resnet20", (4,), {"layer3"}),
+    ("se_preact_resnet164", (3,), {"layer2"}),
+])
+def test_se_stages_count_as_the_paper(name: str, stages: tuple[int, ...], layers: set[str]) -> None:
+    """Issue 9 fix 4: conv1 is stage 1, so layer1 is stage 2 (Table 1 of the paper)."""
+    assert se_layers(M.create(name, se_stages=stages)) == layers
+
+
+@pytest.mark.parametrize("name, stages", [("se_resnet50", (1,)), ("se_resnet50", (6,)), ("se_resnet20", (5,)),
+                                          ("se_resnet20", ())])
+def test_se_stages_outside_the_network_are_an_error(name: str, stages: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="stage 1 is conv1"):
+        M.create(name, se_stages=stages)
+
+
+@pytest.mark.parametrize("stage, count, paper", [(2, 25_582_424, "25.6"), (3, 25_690_280, "25.7"),
+                                                 (4, 26_349_992, "26.4")])
+def test_se_resnet50_on_one_stage_has_the_papers_parameters(stage: int, count: int, paper: str) -> None:
+    """The paper's stage ablation: SE on stage 2 / 3 / 4 only gives 25.6 / 25.7 / 26.4 M parameters.
+
+    The paper's figures are the counts in millions rounded to two decimals (25.58, 25.69, 26.35),
+    then to one, half up: 26.349992 M becomes 26.35, then 26.4.
+    """
+    n = M.create("se_resnet50", se_stages=(stage,)).num_parameters()
+    assert n == count
+    two = Decimal(n / 1e6).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert str(two.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)) == paper
 
 
 def test_pad_shortcut_is_subsampling_plus_zero_channels() -> None:
@@ -276,6 +308,66 @@ def test_cifar_networks_train_step(make) -> None:
     assert out.shape == (2, 10) and out.dtype == np.float32
     minise.functional.cross_entropy(out, minise.Tensor(np.array([1, 7]))).backward()
     assert all(p.grad is not None and p.grad.dtype == np.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["preact_resnet110", "se_preact_resnet164"])
+def test_preact_first_activation_comes_before_the_first_split(name: str) -> None:
+    """Issue 9 fix 2: He et al. (2016b, appendix) apply BN → ReLU right after conv1, before the first
+    unit splits into its two paths, so the first unit's shortcut carries the activated map."""
+    init.manual_seed(0)
+    model = M.create(name).double()
+    randomize_bn(model, np.random.default_rng(3))
+    model.eval()
+    first = model.layer1[0]
+    x = minise.Tensor(np.random.default_rng(4).standard_normal((2, 3, 8, 8)))
+    a = np.maximum(model.bn1(model.conv1(x)).numpy(), 0)  # the stem: conv1 → BN → ReLU
+    assert first.bn1 is None  # the first unit has no BN → ReLU of its own
+    shortcut = a if first.downsample is None else first.downsample(minise.Tensor(a)).numpy()
+    residual = first.residual(minise.Tensor(a))
+    if first.se is not None:
+        residual = first.se(residual)
+    np.testing.assert_allclose(first(minise.Tensor(a)).numpy(), residual.numpy() + shortcut, rtol=1e-12)
+    # and the whole network is that stem followed by the units
+    h = model.layer3(model.layer2(model.layer1(minise.Tensor(a))))
+    expected = model.fc(model.avgpool(minise.functional.relu(model.bn(h)))).numpy()
+    np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-12)
+
+
+def test_other_preact_units_activate_their_own_input() -> None:
+    model = M.create("preact_resnet110")
+    units = [u for layer in (model.layer1, model.layer2, model.layer3) for u in layer]
+    assert units[0].bn1 is None and all(u.bn1 is not None for u in units[1:])
+
+
+@pytest.mark.parametrize("name", ["se_resnet20", "se_resnet50", "se_inception_cifar"])
+def test_nosqueeze_starts_from_the_same_init_as_the_standard_block(name: str) -> None:
+    """Issue 9 fix 1: NoSqueeze's 1×1 convs are drawn as the standard block's FCs (same scheme, same seed:
+    the same numbers), not re-drawn with He init, so the ablation compares the operators only."""
+    init.manual_seed(7)
+    standard = M.create(name)
+    init.manual_seed(7)
+    nosqueeze = M.create(name, se_options=dict(spatial=True))
+    spatial = dict(nosqueeze.named_parameters())
+    se_names = [n for n, _ in standard.named_parameters() if ".se." in n]
+    assert se_names
+    for n, p in standard.named_parameters():
+        np.testing.assert_array_equal(spatial[n].numpy().reshape(p.shape), p.numpy(), err_msg=n)
+
+
+def test_se_inception_has_se_on_every_module() -> None:
+    """Issue 9 fix 6: SE on every Inception module and, as the released SE-BN-Inception, on the
+    downsampling (reduction) modules too."""
+    model = M.create("se_inception_cifar")
+    modules = [m for m in model.modules() if isinstance(m, (M.InceptionModule, M.DownsampleModule))]
+    assert len(modules) == 10
+    assert all(isinstance(m.se, SqueezeExcitation) and m.se.channels == m.out_channels for m in modules)
+    assert all(m.se is None for m in M.create("inception_cifar").modules()
+               if isinstance(m, (M.InceptionModule, M.DownsampleModule)))
+    # two downsample modules of 160 and 240 channels, r = 16: W1, W2 and their biases
+    extra = sum(2 * c * (c // 16) + c // 16 + c for c in (160, 240))
+    inception_se = sum(m.se.num_parameters() for m in modules if isinstance(m, M.InceptionModule))
+    assert M.create("se_inception_cifar").num_parameters() == (M.create("inception_cifar").num_parameters()
+                                                             + inception_se + extra)
 
 
 def test_preact_resnet164_parameters() -> None:

@@ -141,3 +141,10 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match=r"\(N, 8, H, W\)"):
         se(minise.Tensor(np.zeros((1, 4, 2, 2), np.float32)))
     assert "hidden=1" in repr(se) and "fc1" in repr(se)
+
+
+def test_nosqueeze_refuses_a_max_squeeze() -> None:
+    """Issue 9 fix 7: NoSqueeze has no squeeze step, so squeeze="max" would silently be ignored."""
+    with pytest.raises(ValueError, match="NoSqueeze"):
+        nn.SqueezeExcitation(8, 2, spatial=True, squeeze="max")
+    nn.SqueezeExcitation(8, 2, spatial=True)  # the average (the default) is accepted: it is not used
