@@ -29,7 +29,8 @@ import numpy as np
 
 from .errors import MiniseError, one_line
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_meta", "copy_checkpoint", "FORMAT"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_meta", "copy_checkpoint",
+           "remove_temporaries", "FORMAT"]
 
 FORMAT = "minise-checkpoint/1"
 
@@ -48,7 +49,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} cannot go into a checkpoint's meta.json")
 
 
-def _remove_stale_temporaries(path: Path) -> None:
+def remove_temporaries(path: Path) -> None:
     """Delete ``NAME.*.tmp`` files that an interrupted earlier write of ``path`` left in its folder."""
     for stale in path.parent.glob(path.name + ".*.tmp"):
         try:
@@ -62,7 +63,7 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, **meta}, indent=1, default=_json_default, allow_nan=True)
-    _remove_stale_temporaries(path)
+    remove_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
@@ -84,7 +85,7 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
 def copy_checkpoint(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a checkpoint file to ``dest`` atomically (a temporary name, then a rename)."""
     source, dest = Path(source), Path(dest)
-    _remove_stale_temporaries(dest)
+    remove_temporaries(dest)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:

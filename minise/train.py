@@ -1,52 +1,56 @@
-"""Training and evaluation on CIFAR: the loop, checkpoints, metrics, and the ``minise`` command line.
+"""One training run on CIFAR: its configuration and presets, ``train_epoch``, ``evaluate``, ``train``.
 
-    minise train --model se_resnet20 --dataset cifar10 --epochs 30 --device cpu
-    minise train --preset he2016 --model se_resnet110 --device cuda     # the paper's full CIFAR recipe
-    minise train --quick                                                  # under a minute on a CPU
-    minise train --resume runs/se_resnet20-cifar10-.../last.npz
-    minise eval --checkpoint runs/.../best.npz
+    from minise.train import resolve_config, train
+    summary = train(resolve_config({"model": "se_resnet20", "epochs": 30}), out="runs/se20")
 
-One epoch: a seeded shuffle of the training images, random crop + flip, SGD steps with the
-schedule's learning rate, then the test set in evaluation mode. After every epoch the run folder
-gets ``last.npz`` (and ``best.npz`` when test accuracy improved), ``metrics.csv``; at the end
-``curves.png``. A checkpoint holds everything needed to continue exactly where the run stopped.
+(``minise train`` and ``minise eval`` in :mod:`minise.cli` call these.) One epoch: a seeded
+shuffle of the training images, random crop + flip, SGD steps with the schedule's learning rate,
+then the test set in evaluation mode. After every epoch the run folder gets ``last.npz`` (then
+``best.npz`` when test accuracy improved) and ``metrics.csv``; at the end ``curves.png``
+(:mod:`minise.report` writes those). A checkpoint holds everything needed to continue exactly
+where the run stopped.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
 import json
 import math
 import os
-import re
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__, assignments, backend
+from . import __version__, backend
 from . import functional as F
 from .autograd import Tensor, no_grad
-from .backend import DeviceError, get_array_module, to_numpy
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import CIFAR, BatchLoader, DataError, channel_stats, default_data_dir, load_cifar, make_synthetic
+from .backend import get_array_module, to_numpy
+from .checkpoint import (
+    CheckpointError,
+    copy_checkpoint,
+    load_checkpoint,
+    load_meta,
+    remove_temporaries,
+    save_checkpoint,
+)
+from .data import CIFAR, BatchLoader, DataError, channel_stats, cifar_or_generated, load_cifar, make_synthetic
+from .errors import UserError, one_line
 from .optim import SGD, CosineLR, MultiStepLR, Schedule, no_decay_groups
+from .report import eval_report, plot_confusion, plot_curves, write_metrics, write_text_atomic
 
-__all__ = ["train", "train_epoch", "evaluate", "resolve_config", "main", "UserError", "NonFiniteLoss",
-           "DEFAULTS", "PRESETS", "QUICK"]
-
-
-class UserError(Exception):
-    """A mistake in what was asked for (options, paths): reported in one line, exit code 2."""
+__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "resolve_config", "check_config", "main",
+           "UserError", "NonFiniteLoss", "Interrupted", "DEFAULTS", "PRESETS", "QUICK"]
 
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says which checkpoint (if any) the run can continue from."""
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -64,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "no_decay_bn_bias": False,
     "schedule": "cosine",
     "warmup_epochs": 0.0,
+    "warmup_iters": None,  # when set, the warm-up length in iterations (wins over warmup_epochs)
     "milestones": None,
     "milestone_iters": None,
     "gamma": 0.1,
@@ -78,15 +83,19 @@ DEFAULTS: dict[str, Any] = {
     # keyword arguments for the model's class (se_position, se_stages, se_options, ...), used by
     # `minise experiment` for the paper's ablations; JSON-serialisable
     "model_options": None,
+    # which data the run trains on: None = CIFAR (with --quick: the generated set when there is no
+    # CIFAR at all); set to "cifar" or "synthetic" once the run has started, so a resume uses the same
+    "data": None,
 }
 
 # He et al. (2016), the recipe the paper's CIFAR baselines follow: 64k iterations of batch 128,
-# lr 0.1 divided by 10 at 32k and 48k iterations, momentum 0.9, weight decay 1e-4.
+# lr 0.1 divided by 10 at 32k and 48k iterations, momentum 0.9, weight decay 1e-4, and (for
+# ResNet-110, and in He et al. 2016b for every CIFAR network) lr 0.01 for the first 400 iterations.
 PRESETS: dict[str, dict[str, Any]] = {
     "he2016": {
         "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False,
         "schedule": "multistep", "iterations": 64000, "milestone_iters": [32000, 48000], "gamma": 0.1,
-        "warmup_epochs": 0.0,
+        "warmup_epochs": 0.0, "warmup_iters": 400,
     },
 }
 
@@ -100,48 +109,101 @@ QUICK_SYNTHETIC = {"num_train": 1536, "num_test": 500}
 # Options that may differ when a run is resumed (they do not change what is computed).
 RESUME_FREE = {"device", "data_dir", "out", "stop_after", "resume"}
 
+_COUNTS = ("epochs", "iterations", "batch_size", "limit_train", "limit_test", "eval_batch_size", "reduction")
+_RATES = ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma")
+_FLAGS = ("nesterov", "no_decay_bn_bias", "drop_last", "augment", "quick")
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "dataset": ("cifar10", "cifar100"), "schedule": ("cosine", "multistep", "constant"),
+    "preset": (None, *PRESETS), "data": (None, "cifar", "synthetic"),
+}
+
 
 def resolve_config(options: dict[str, Any]) -> dict[str, Any]:
-    """The full configuration of a run: DEFAULTS, then --quick or --preset, then ``options``, validated.
+    """The full configuration of a run: DEFAULTS, then --quick or --preset, then ``options``, checked.
 
-    ``options`` uses the keys of :data:`DEFAULTS`; a bad value raises :class:`UserError`.
+    ``options`` uses the keys of :data:`DEFAULTS`; an unknown key or a bad value raises
+    :class:`UserError`. A complete configuration comes back unchanged.
     """
-    explicit = options
+    explicit = dict(options)
+    unknown = sorted(set(explicit) - set(DEFAULTS))
+    if unknown:
+        raise UserError(f"unknown configuration key(s) {', '.join(map(repr, unknown))}: expected some of "
+                        f"{', '.join(DEFAULTS)}")
     cfg = dict(DEFAULTS)
     if explicit.get("quick"):
         cfg.update(QUICK)
     preset = explicit.get("preset")
     if preset is not None:
         if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+            raise UserError(f"unknown preset {one_line(repr(preset), 40)}: expected one of {', '.join(PRESETS)}")
         cfg.update(PRESETS[preset])
-    cfg.update({k: v for k, v in explicit.items() if k in DEFAULTS})
+    cfg.update(explicit)
     if "epochs" in explicit and "iterations" not in explicit:
         cfg["iterations"] = None  # --epochs after a preset that counts iterations
         if "milestones" not in explicit:
             cfg["milestone_iters"] = None
     if "milestones" in explicit and "milestone_iters" not in explicit:
         cfg["milestone_iters"] = None
-    _validate(cfg)
+    if "warmup_epochs" in explicit and "warmup_iters" not in explicit:
+        cfg["warmup_iters"] = None  # --warmup-epochs after a preset that counts its warm-up in iterations
+    check_config(cfg)
     return cfg
 
 
-def _validate(cfg: dict[str, Any]) -> None:
-    def positive(key: str) -> None:
-        if cfg[key] is not None and cfg[key] <= 0:
-            raise UserError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]}")
+def check_config(cfg: dict[str, Any]) -> None:
+    """Raise :class:`UserError` (one line, naming the option) unless every value of ``cfg`` is usable."""
+    def flag(key: str) -> str:
+        return "--" + key.replace("_", "-")
 
-    for key in ("epochs", "iterations", "batch_size", "limit_train", "limit_test", "eval_batch_size", "reduction"):
-        positive(key)
-    for key in ("lr", "momentum", "weight_decay", "warmup_epochs", "gamma"):
-        if cfg[key] < 0 or not math.isfinite(cfg[key]):
-            raise UserError(f"--{key.replace('_', '-')} must be a finite number >= 0, got {cfg[key]}")
-    if cfg["schedule"] not in ("cosine", "multistep", "constant"):
-        raise UserError(f"unknown schedule {cfg['schedule']!r}: expected cosine, multistep or constant")
+    def shown(value: Any) -> str:
+        return one_line(repr(value), 60)
+
+    missing = [k for k in DEFAULTS if k not in cfg]
+    if missing:
+        raise UserError(f"the configuration lacks {', '.join(missing)}")
+    for key in _COUNTS + ("warmup_iters", "seed"):
+        value = cfg[key]
+        if value is None and key not in ("seed", "epochs", "batch_size", "eval_batch_size", "reduction"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{flag(key)} must be a whole number, got {shown(value)}")
+    for key in _COUNTS:
+        if cfg[key] is not None and cfg[key] <= 0:
+            raise UserError(f"{flag(key)} must be positive, got {cfg[key]}")
+    if cfg["warmup_iters"] is not None and cfg["warmup_iters"] < 0:
+        raise UserError(f"--warmup-iters must be 0 or more, got {cfg['warmup_iters']}")
+    if not 0 <= cfg["seed"] < 2**64:
+        raise UserError(f"--seed must lie in 0..2**64-1, got {cfg['seed']}")
+    for key in _RATES:
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UserError(f"{flag(key)} must be a finite number >= 0, got {shown(value)}")
+    for key in _FLAGS:
+        if not isinstance(cfg[key], bool):
+            raise UserError(f"{key} must be true or false, got {shown(cfg[key])}")
+    for key, allowed in _CHOICES.items():
+        if cfg[key] not in allowed or not (cfg[key] is None or isinstance(cfg[key], str)):
+            raise UserError(f"unknown {key} {shown(cfg[key])}: expected one of "
+                            f"{', '.join(str(a) for a in allowed if a is not None)}")
+    if not isinstance(cfg["model"], str) or not cfg["model"]:
+        raise UserError(f"--model must be a network name, got {shown(cfg['model'])}")
+    for key, whole in (("milestones", False), ("milestone_iters", True)):
+        value = cfg[key]
+        if value is None:
+            continue
+        kind = "whole numbers >= 0" if whole else "finite numbers > 0"
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{flag(key)} must be a list of {kind}, got {shown(value)}")
+        for m in value:
+            ok = (not isinstance(m, bool) and isinstance(m, int) and m >= 0 if whole else
+                  not isinstance(m, bool) and isinstance(m, (int, float)) and math.isfinite(m) and m > 0)
+            if not ok:
+                raise UserError(f"{flag(key)} must be {kind}, got {shown(m)} in {shown(value)}")
+    options = cfg["model_options"]
+    if options is not None and (not isinstance(options, dict) or not all(isinstance(k, str) for k in options)):
+        raise UserError(f"model_options must be a mapping of keyword arguments, got {shown(options)}")
     if cfg["nesterov"] and cfg["momentum"] <= 0:
         raise UserError("--nesterov needs --momentum > 0")
-    if cfg["dataset"] not in ("cifar10", "cifar100"):
-        raise UserError(f"unknown dataset {cfg['dataset']!r}: expected cifar10 or cifar100")
 
 
 def _plan(cfg: dict[str, Any], num_train: int) -> tuple[int, int, int]:
@@ -156,10 +218,13 @@ def _plan(cfg: dict[str, Any], num_train: int) -> tuple[int, int, int]:
 
 
 def _make_schedule(cfg: dict[str, Any], optimizer: SGD, per_epoch: int, total: int) -> Schedule:
-    warmup = int(round(cfg["warmup_epochs"] * per_epoch))
+    if cfg.get("warmup_iters") is not None:
+        warmup, what = int(cfg["warmup_iters"]), f"--warmup-iters {cfg['warmup_iters']}"
+    else:
+        warmup, what = int(round(cfg["warmup_epochs"] * per_epoch)), f"--warmup-epochs {cfg['warmup_epochs']}"
+    if warmup and warmup >= total:
+        raise UserError(f"{what} covers the whole run of {total} iterations")
     if cfg["schedule"] == "cosine":
-        if warmup >= total:
-            raise UserError(f"--warmup-epochs {cfg['warmup_epochs']} covers the whole run of {total} iterations")
         return CosineLR(optimizer, total, warmup_iters=warmup)
     if cfg["schedule"] == "multistep":
         if cfg["milestone_iters"] is not None:
@@ -176,41 +241,47 @@ def _make_schedule(cfg: dict[str, Any], optimizer: SGD, per_epoch: int, total: i
 def _create_model(cfg: dict[str, Any], num_classes: int) -> Any:
     from . import models  # noqa: PLC0415 - the command line should start even while models import slowly
 
-    name = cfg["model"]
-    se = name.startswith("se_")
-    names = list(models.names())
-    if name not in names:
-        # any depth 6n + 2 of He et al.'s CIFAR ResNet (resnet8, se_resnet14, ...), not only the listed ones
-        match = re.fullmatch(r"resnet(\d+)", name[3:] if se else name)
-        if match and int(match.group(1)) >= 8 and (int(match.group(1)) - 2) % 6 == 0:
-            return models.CifarResNet(int(match.group(1)), num_classes=num_classes,
-                                      se_reduction=cfg["reduction"] if se else None)
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(names)} "
-                        "(or a CIFAR ResNet of depth 6n + 2, e.g. resnet8)")
-    options = dict(cfg.get("model_options") or {})
+    name, options = cfg["model"], dict(cfg.get("model_options") or {})
+    reduction = {"reduction": cfg["reduction"]} if name.startswith("se_") else {}
     try:
-        if se:
-            return models.create(name, num_classes=num_classes, reduction=cfg["reduction"], **options)
-        return models.create(name, num_classes=num_classes, **options)
+        return models.create(name, num_classes=num_classes, **reduction, **options)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"model {name!r} with options {options}: {exc}") from exc
+        raise UserError(f"model {name!r}" + (f" with options {options}" if options else "")
+                        + f": {one_line(exc)}") from exc
 
 
-def _load_data(cfg: dict[str, Any], data_dir: str | None, log: Callable[[str], None]) -> CIFAR:
-    """The data set of ``cfg``: CIFAR from ``data_dir``, or the generated set when the run uses it."""
+def _load_data(cfg: dict[str, Any], data_dir: str | os.PathLike | None, log: Callable[[str], None]) -> CIFAR:
+    """The data set of ``cfg`` (and ``cfg["data"]`` set to which one it is).
+
+    CIFAR from ``data_dir``; the generated set when the run trains on it, or with --quick when there
+    is no CIFAR at all (a corrupt CIFAR copy is an error, never replaced).
+    """
     if cfg.get("data") == "synthetic":
         data = make_synthetic(**QUICK_SYNTHETIC, num_classes=10)
-    else:
-        try:
-            data = load_cifar(cfg["dataset"], data_dir)
-        except DataError as exc:
-            if not cfg["quick"]:
-                raise
-            data = make_synthetic(**QUICK_SYNTHETIC, num_classes=10)
+    elif cfg["quick"] and cfg.get("data") is None:
+        data, why = cifar_or_generated(cfg["dataset"], data_dir, **QUICK_SYNTHETIC)
+        if why is not None:
             log(f"minise: no {cfg['dataset']} here, so --quick trains on a small GENERATED CIFAR-format set "
-                f"(not CIFAR: its accuracy says nothing about CIFAR). {exc}")
-        cfg["data"] = "synthetic" if data.synthetic else "cifar"
+                f"(not CIFAR: its accuracy says nothing about CIFAR). {why}")
+    else:
+        data = load_cifar(cfg["dataset"], data_dir)
+    cfg["data"] = "synthetic" if data.synthetic else "cifar"
     return data.subset(cfg["limit_train"], cfg["limit_test"])
+
+
+def _data_name(cfg: dict[str, Any]) -> str:
+    """How run folders and titles name the data: the CIFAR variant, or "generated" for the stand-in."""
+    return "generated" if cfg.get("data") == "synthetic" else cfg["dataset"]
+
+
+def _normalisation(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the training images; a channel with none is a data error."""
+    mean, std = channel_stats(images)
+    flat = [int(c) for c in np.flatnonzero(~(std > 0))]
+    if flat:
+        raise DataError(f"the training images are constant in channel(s) {flat} (standard deviation 0), "
+                        "so they cannot be normalised: the data is broken or not images")
+    return mean, std
 
 
 def _sync_every(device: str) -> int:
@@ -247,93 +318,6 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, mean: np.ndarra
         "predictions": pred,
         "confusion": confusion,
     }
-
-
-def _state_arrays(model: Any, optimizer_state: dict[str, Any]) -> dict[str, np.ndarray]:
-    arrays = {f"model/{k}": to_numpy(v) for k, v in model.state_dict().items()}
-    for i, buf in optimizer_state["momentum_buffers"].items():
-        arrays[f"optimizer/momentum/{i}"] = buf
-    return arrays
-
-
-def _split_arrays(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
-    model_sd = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
-    momentum = {int(k.rsplit("/", 1)[1]): v for k, v in arrays.items() if k.startswith("optimizer/momentum/")}
-    return model_sd, momentum
-
-
-def _load_model_state(model: Any, state: dict[str, np.ndarray], path: Path, model_name: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except (KeyError, ValueError) as exc:  # StateDictError is a KeyError
-        raise CheckpointError(
-            f"checkpoint {path} does not fit model {model_name}: {exc}") from exc
-
-
-def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
-    if not history:
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    tmp = out / "metrics.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out / "metrics.csv")
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-
-    FigureCanvasAgg(fig)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-
-
-def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, training and test, as a PNG (no display needed)."""
-    from matplotlib.figure import Figure  # noqa: PLC0415 - no pyplot: no global state, no display
-
-    epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    ax_loss.plot(epochs, [h["test_loss"] for h in history], "s-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    ax_acc.plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
-    ax_acc.plot(epochs, [100 * h["test_acc"] for h in history], "s-", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def plot_confusion(confusion: np.ndarray, classes: Sequence[str], path: Path, title: str = "") -> None:
-    """The confusion matrix (rows: true class, columns: predicted) as a PNG."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
-
-    k = len(classes)
-    size = max(5.0, min(0.45 * k + 2, 24.0))
-    fig = Figure(figsize=(size, size))
-    ax = fig.subplots()
-    im = ax.imshow(confusion, cmap="Blues")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if k <= 20:
-        ax.set_xticks(range(k), classes, rotation=45, ha="right")
-        ax.set_yticks(range(k), classes)
-        top = confusion.max() if confusion.size else 0
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if confusion[i, j] > top / 2 else "black")
-    ax.set(xlabel="predicted class", ylabel="true class", title=title or "confusion matrix")
-    fig.tight_layout()
-    _save_figure(fig, path)
 
 
 class _EpochMeter:
@@ -428,359 +412,429 @@ def train_epoch(model: Any, loader: Iterable[tuple[Any, Any]], optimizer: SGD, s
     # END SOLUTION
 
 
-def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_dir: str | None = None,
-          device: str = "cpu", resume: str | os.PathLike | None = None, stop_after: int | None = None,
-          log: Callable[[str], None] = print, progress: bool | None = None) -> dict[str, Any]:
-    """Train as ``config`` says (see :data:`DEFAULTS`); returns the summary of the run.
+# ----------------------------------------------------------------------------- checkpoints of a run
+def _checkpoint_path(path: str | os.PathLike, default: str) -> Path:
+    """A checkpoint file, or a run folder's ``default`` file in it."""
+    path = Path(path)
+    return path / default if path.is_dir() else path
 
-    ``resume``: a checkpoint (or run folder) to continue from; its configuration is used and
-    ``config`` is ignored. ``stop_after``: end after that epoch even if the run plans more (it can be
-    resumed later). ``progress``: tqdm bars (None: only when stderr is a terminal).
-    """
-    resumed = None
-    if resume is not None:
-        ckpt_path = Path(resume)
-        if ckpt_path.is_dir():
-            ckpt_path = ckpt_path / "last.npz"
-        arrays, meta = load_checkpoint(ckpt_path)
-        if meta.get("kind") != "train":
-            raise CheckpointError(f"{ckpt_path} is not a training checkpoint")
-        cfg = dict(meta["config"])
-        resumed = (ckpt_path, arrays, meta)
-        out_dir = Path(out) if out is not None else ckpt_path.parent
-    else:
-        cfg = dict(config)
-        out_dir = Path(out) if out is not None else Path("runs") / f"{cfg['model']}-{cfg['dataset']}-" \
-            f"{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out_dir / "last.npz").exists():
-            raise UserError(f"{out_dir} already holds a run (last.npz): continue it with --resume "
-                            f"{out_dir / 'last.npz'}, or choose another --out")
 
-    backend.module_for(device)  # a clear error now if the device cannot be used
-    data = _load_data(cfg, data_dir, log)
+def _require(path: Path, meta: dict[str, Any], checks: dict[str, Callable[[Any], bool]]) -> None:
+    for key, ok in checks.items():
+        if key not in meta:
+            raise CheckpointError(f"{path}: its header lacks {key!r}; not a checkpoint of a minise run")
+        try:
+            good = ok(meta[key])
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise CheckpointError(f"{path}: its header's {key!r} is {one_line(repr(meta[key]), 60)}, "
+                                  "which no minise run writes; the file is damaged or was edited")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_stats(v: Any) -> bool:
+    """Channel means or standard deviations: three finite numbers."""
+    return (isinstance(v, list) and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v))
+
+
+def _saved_config(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The run configuration in a checkpoint, completed from DEFAULTS (older files) and checked."""
+    _require(path, meta, {"config": lambda v: isinstance(v, dict)})
+    unknown = sorted(set(meta["config"]) - set(DEFAULTS))
+    if unknown:
+        raise CheckpointError(f"{path}: its configuration has unknown key(s) {one_line(', '.join(unknown), 80)}")
+    cfg = {**DEFAULTS, **meta["config"]}
+    if cfg["data"] is None and meta.get("synthetic") is True:  # a tutorial's checkpoint
+        cfg["data"] = "synthetic"
+    try:
+        check_config(cfg)
+    except UserError as exc:
+        raise CheckpointError(f"{path}: its saved configuration is invalid ({exc})") from None
+    return cfg
+
+
+def _model_meta_checks() -> dict[str, Callable[[Any], bool]]:
+    return {"num_classes": lambda v: _is_int(v) and v >= 1, "mean": _is_stats,
+            "std": lambda v: _is_stats(v) and min(v) > 0}
+
+
+@dataclass
+class _Resume:
+    """A training checkpoint, read once and checked: where it is, its arrays, header and configuration."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_resume(resume: str | os.PathLike) -> _Resume:
+    path = _checkpoint_path(resume, "last.npz")
+    arrays, meta = load_checkpoint(path)
+    if meta.get("kind") != "train":
+        raise CheckpointError(f"{path} is not a training checkpoint (kind {one_line(repr(meta.get('kind')), 40)})")
+    _require(path, meta, {
+        **_model_meta_checks(),
+        "epoch": lambda v: _is_int(v) and v >= 0, "step": lambda v: _is_int(v) and v >= 0,
+        "best_epoch": lambda v: _is_int(v) and v >= 0,
+        "best_acc": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 1,
+        "history": lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+        "optimizer": lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list),
+        "schedule": lambda v: isinstance(v, dict), "rng_state": lambda v: isinstance(v, dict),
+    })
+    if meta["best_epoch"] > meta["epoch"]:
+        raise CheckpointError(f"{path}: best epoch {meta['best_epoch']} lies after the epoch {meta['epoch']} "
+                              "it was saved at; the file is damaged or was edited")
+    return _Resume(path, arrays, meta, _saved_config(path, meta))
+
+
+def _split_arrays(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    model_sd = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    momentum = {}
+    for k, v in arrays.items():
+        if k.startswith("optimizer/momentum/"):
+            index = k.rsplit("/", 1)[1]
+            if not index.isdigit():
+                raise CheckpointError(f"{path}: array {one_line(repr(k), 60)} names no parameter index")
+            momentum[int(index)] = v
+    return model_sd, momentum
+
+
+def _load_model_state(model: Any, state: dict[str, np.ndarray], path: Path, model_name: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as exc:  # StateDictError is a KeyError
+        raise CheckpointError(f"checkpoint {path} does not fit model {model_name}: {one_line(exc)}") from exc
+
+
+@dataclass
+class _Run:
+    """Everything a run carries from epoch to epoch (and writes into its checkpoints)."""
+
+    cfg: dict[str, Any]
+    data: CIFAR
+    device: str
+    model: Any
+    optimizer: SGD
+    schedule: Schedule
+    rng: np.random.Generator
+    mean: np.ndarray
+    std: np.ndarray
+    per_epoch: int
+    total_iters: int
+    num_epochs: int
+    epoch: int = 0
+    step: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    saved_epoch: int | None = None  # the epoch of the last.npz this process wrote (None: none yet)
+
+    def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, meta) of the run as it stands: a checkpoint to continue from, exactly."""
+        opt = self.optimizer.state_dict()
+        arrays = {f"model/{k}": to_numpy(v) for k, v in self.model.state_dict().items()}
+        for i, buf in opt["momentum_buffers"].items():
+            arrays[f"optimizer/momentum/{i}"] = buf
+        meta = {
+            "kind": "train", "minise_version": __version__, "config": self.cfg, "model": self.cfg["model"],
+            "num_classes": self.data.num_classes, "classes": self.data.classes, "synthetic": self.data.synthetic,
+            "epoch": self.epoch, "step": self.step, "optimizer": {"param_groups": opt["param_groups"]},
+            "schedule": self.schedule.state_dict(), "rng_state": self.rng.bit_generator.state,
+            "mean": self.mean.tolist(), "std": self.std.tolist(), "history": self.history,
+            "best_acc": self.best_acc, "best_epoch": self.best_epoch,
+        }
+        return arrays, meta
+
+
+def _start(cfg: dict[str, Any], data: CIFAR, device: str, resumed: _Resume | None) -> _Run:
+    """Model, optimizer, schedule, random generator and normalisation of a new run, or of a resumed
+    one exactly as its checkpoint left them."""
     per_epoch, total_iters, num_epochs = _plan(cfg, len(data.train_labels))
-
     from .nn import init  # noqa: PLC0415
 
     init.manual_seed(cfg["seed"])
     model = _create_model(cfg, data.num_classes)
     rng = np.random.default_rng([cfg["seed"], 1])  # cpu-only: shuffles and augmentation
-    if resumed is not None:
-        ckpt_path, arrays, meta = resumed
-        model_sd, momentum = _split_arrays(arrays)
-        _load_model_state(model, model_sd, ckpt_path, cfg["model"])
-        mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])  # cpu-only
-        rng.bit_generator.state = meta["rng_state"]
+    if resumed is None:
+        mean, std = _normalisation(data.train_images)
     else:
-        mean, std = channel_stats(data.train_images)
+        meta = resumed.meta
+        if meta["num_classes"] != data.num_classes:
+            raise CheckpointError(f"{resumed.path} was trained for {meta['num_classes']} classes, the data has "
+                                  f"{data.num_classes}")
+        mean, std = np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)
+        model_sd, momentum = _split_arrays(resumed.path, resumed.arrays)
+        _load_model_state(model, model_sd, resumed.path, cfg["model"])
     model.to(device)
-
     groups = (no_decay_groups(model.named_parameters(), cfg["weight_decay"]) if cfg["no_decay_bn_bias"]
               else list(model.parameters()))
     optimizer = SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
                     nesterov=cfg["nesterov"])
     schedule = _make_schedule(cfg, optimizer, per_epoch, total_iters)
-    history: list[dict[str, Any]] = []
-    epoch, step, best_acc, best_epoch = 0, 0, -1.0, 0
+    run = _Run(cfg, data, device, model, optimizer, schedule, rng, mean, std, per_epoch, total_iters, num_epochs)
     if resumed is not None:
-        ckpt_path, arrays, meta = resumed
-        opt_state = {"param_groups": meta["optimizer"]["param_groups"], "momentum_buffers": momentum}
         try:
-            optimizer.load_state_dict(opt_state)
+            optimizer.load_state_dict({"param_groups": meta["optimizer"]["param_groups"], "momentum_buffers": momentum})
             schedule.load_state_dict(meta["schedule"])
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt_path}: optimizer state does not fit ({exc})") from exc
-        epoch, step = int(meta["epoch"]), int(meta["step"])
-        history = list(meta["history"])
-        best_acc, best_epoch = float(meta["best_acc"]), int(meta["best_epoch"])
+            rng.bit_generator.state = meta["rng_state"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {resumed.path}: optimizer, schedule or random state does not fit "
+                                  f"({one_line(exc)})") from exc
+        run.epoch, run.step = meta["epoch"], meta["step"]
+        run.history = list(meta["history"])
+        run.best_acc, run.best_epoch = float(meta["best_acc"]), meta["best_epoch"]
+    return run
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_params = sum(p.size for p in model.parameters())
-    source = "generated (not CIFAR)" if data.synthetic else data.source
-    log(f"data: {cfg['dataset'] if not data.synthetic else 'synthetic'} from {source}: "
-        f"{len(data.train_labels)} training / {len(data.test_labels)} test images")
-    log(f"model: {cfg['model']} ({n_params:,} parameters) on {device}; {num_epochs} epoch(s) of {per_epoch} "
-        f"iterations (batch {cfg['batch_size']}), {cfg['schedule']} schedule, lr {cfg['lr']}; run folder {out_dir}")
+
+def _run_folder(out: str | os.PathLike | None, cfg: dict[str, Any], resumed: _Resume | None) -> Path:
+    if out is not None:
+        return Path(out)
     if resumed is not None:
-        log(f"resuming from {resumed[0]} after epoch {epoch} (step {step})")
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
+        return resumed.path.parent
+    return Path("runs") / f"{cfg['model']}-{_data_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    loader = BatchLoader(data.train_images, data.train_labels, cfg["batch_size"], mean=mean, std=std,
-                         shuffle=True, augment=cfg["augment"], drop_last=cfg["drop_last"], rng=rng, device=device)
-    test_images = backend.to_device(data.test_images, device)  # moved once, not every epoch
-    test_labels = backend.to_device(data.test_labels, device)
 
-    def checkpoint_meta(optimizer_state: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "kind": "train", "minise_version": __version__, "config": cfg, "model": cfg["model"],
-            "num_classes": data.num_classes, "classes": data.classes, "epoch": epoch, "step": step,
-            "optimizer": {"param_groups": optimizer_state["param_groups"]},
-            "schedule": schedule.state_dict(), "rng_state": rng.bit_generator.state,
-            "mean": mean.tolist(), "std": std.tolist(), "history": history,
-            "best_acc": best_acc, "best_epoch": best_epoch,
-        }
+def _refuse_existing_run(out_dir: Path) -> None:
+    if (out_dir / "last.npz").exists():
+        raise UserError(f"{out_dir} already holds a run (last.npz): continue it with --resume "
+                        f"{out_dir / 'last.npz'}, or choose another --out")
 
-    last_path = out_dir / "last.npz"
-    sync_every = _sync_every(device)
-    stopped_early = False
+
+def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Callable[[str], None]) -> None:
+    """Create the run folder, write config.json; when resuming, clear what an interrupted run left.
+
+    A run writes ``last.npz`` before ``best.npz``, so a run stopped between the two leaves a
+    ``best.npz`` one improvement behind. At that moment both files hold the same epoch (the best
+    one is the last one), so the repair is an exact copy.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("last.npz", "best.npz", "config.json", "metrics.csv"):
+        remove_temporaries(out_dir / name)
+    write_text_atomic(out_dir / "config.json", json.dumps(run.cfg, indent=1) + "\n")
+    if resumed is None or run.epoch == 0 or run.best_epoch != run.epoch:
+        return
+    best = out_dir / "best.npz"
+    if best.exists() and best.resolve() == resumed.path.resolve():
+        return
     try:
-        while epoch < num_epochs and step < total_iters:
-            if stop_after is not None and epoch >= stop_after:
-                stopped_early = True
-                break
-            meter = _EpochMeter(epoch, per_epoch, step, num_epochs, min(per_epoch, total_iters - step), progress)
-            lr_epoch = schedule.lr
-            def on_step(loss: Any, correct: Any, size: int, meter: _EpochMeter = meter) -> None:
-                nonlocal step
-                step += 1
-                meter.add(loss, correct, size, sync=step % sync_every == 0)
+        held = load_meta(best).get("epoch") if best.exists() else None
+    except CheckpointError:
+        held = None
+    if held != run.epoch:
+        copy_checkpoint(resumed.path, best)
+        log(f"best.npz held epoch {held}, but the run's best is epoch {run.epoch} (it stopped between writing "
+            f"last.npz and best.npz): restored best.npz from {resumed.path.name}")
 
-            train_epoch(model, loader, optimizer, schedule, max_steps=total_iters - step, on_step=on_step)
-            seen, loss_sum, correct, train_time = meter.close()
-            epoch += 1
 
-            t0 = time.perf_counter()
-            result = evaluate(model, test_images, test_labels, mean, std, data.num_classes,
-                              cfg["eval_batch_size"], device)
-            eval_time = time.perf_counter() - t0
-            record = {
-                "epoch": epoch, "step": step, "lr": lr_epoch,
-                "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "test_loss": result["loss"], "test_acc": result["accuracy"],
-                "images_per_s": seen / train_time if train_time > 0 else float("nan"),
-                "train_time_s": train_time, "eval_time_s": eval_time,
-            }
-            history.append(record)
-            improved = result["accuracy"] > best_acc
-            if improved:
-                best_acc, best_epoch = result["accuracy"], epoch
-            optimizer_state = optimizer.state_dict()
-            arrays = _state_arrays(model, optimizer_state)
-            meta = checkpoint_meta(optimizer_state)
-            save_checkpoint(last_path, arrays, meta)
-            if improved:
-                save_checkpoint(out_dir / "best.npz", arrays, meta)
-            _write_metrics(out_dir, history)
-            log(f"epoch {epoch}/{num_epochs}  lr {lr_epoch:.4g}  train loss {record['train_loss']:.4f} "
-                f"acc {100 * record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
-                f"acc {100 * record['test_acc']:.2f}%  {record['images_per_s']:.0f} img/s  "
-                f"({train_time:.1f}s + eval {eval_time:.1f}s)" + ("  *best*" if improved else ""))
+def _log_start(run: _Run, out_dir: Path, resumed: _Resume | None, log: Callable[[str], None]) -> None:
+    cfg, data = run.cfg, run.data
+    n_params = sum(p.size for p in run.model.parameters())
+    what = "GENERATED data (not CIFAR)" if data.synthetic else f"{cfg['dataset']} from {data.source}"
+    log(f"data: {what}: {len(data.train_labels)} training / {len(data.test_labels)} test images")
+    log(f"model: {cfg['model']} ({n_params:,} parameters) on {run.device}; {run.num_epochs} epoch(s) of "
+        f"{run.per_epoch} iterations (batch {cfg['batch_size']}), {cfg['schedule']} schedule, lr {cfg['lr']}; "
+        f"run folder {out_dir}")
+    if resumed is not None:
+        log(f"resuming from {resumed.path} after epoch {run.epoch} (step {run.step})")
+
+
+def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
+                        progress: bool | None) -> dict[str, Any]:
+    """One epoch of training, then the test set: the epoch's record for metrics.csv."""
+    meter = _EpochMeter(run.epoch, run.per_epoch, run.step, run.num_epochs,
+                        min(run.per_epoch, run.total_iters - run.step), progress)
+    lr_epoch = run.schedule.lr
+    sync_every = _sync_every(run.device)
+
+    def on_step(loss: Any, correct: Any, size: int) -> None:
+        run.step += 1
+        meter.add(loss, correct, size, sync=run.step % sync_every == 0)
+
+    train_epoch(run.model, loader, run.optimizer, run.schedule, max_steps=run.total_iters - run.step, on_step=on_step)
+    seen, loss_sum, correct, train_time = meter.close()
+    run.epoch += 1
+    t0 = time.perf_counter()
+    result = evaluate(run.model, *test, run.mean, run.std, run.data.num_classes, run.cfg["eval_batch_size"],
+                      run.device)
+    eval_time = time.perf_counter() - t0
+    return {
+        "epoch": run.epoch, "step": run.step, "lr": lr_epoch,
+        "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+        "test_loss": result["loss"], "test_acc": result["accuracy"],
+        "images_per_s": seen / train_time if train_time > 0 else float("nan"),
+        "train_time_s": train_time, "eval_time_s": eval_time,
+    }
+
+
+def _save_epoch(run: _Run, out_dir: Path, record: dict[str, Any]) -> bool:
+    """Record the epoch, write last.npz, then best.npz when it improved, then metrics.csv."""
+    run.history.append(record)
+    improved = record["test_acc"] > run.best_acc
+    if improved:
+        run.best_acc, run.best_epoch = record["test_acc"], run.epoch
+    arrays, meta = run.checkpoint()
+    save_checkpoint(out_dir / "last.npz", arrays, meta)
+    run.saved_epoch = run.epoch
+    if improved:
+        save_checkpoint(out_dir / "best.npz", arrays, meta)
+    write_metrics(out_dir / "metrics.csv", run.history)
+    return improved
+
+
+def _log_epoch(run: _Run, record: dict[str, Any], improved: bool, log: Callable[[str], None]) -> None:
+    log(f"epoch {run.epoch}/{run.num_epochs}  lr {record['lr']:.4g}  train loss {record['train_loss']:.4f} "
+        f"acc {100 * record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
+        f"acc {100 * record['test_acc']:.2f}%  {record['images_per_s']:.0f} img/s  "
+        f"({record['train_time_s']:.1f}s + eval {record['eval_time_s']:.1f}s)" + ("  *best*" if improved else ""))
+
+
+def _draw_curves(run: _Run, out_dir: Path, log: Callable[[str], None]) -> None:
+    if not run.history:
+        return
+    data = "generated data (not CIFAR)" if run.data.synthetic else run.cfg["dataset"]
+    try:
+        plot_curves(run.history, out_dir / "curves.png", f"{run.cfg['model']} on {data}")
+    except Exception as exc:  # a plotting failure must not hide the run's real outcome
+        log(f"(could not draw curves.png: {one_line(exc)})")
+
+
+def _saved_so_far(out_dir: Path, run: _Run | None, resumed: _Resume | None) -> tuple[Path, int] | None:
+    """The checkpoint a stopped run can continue from, and its epoch (None: there is none)."""
+    if run is not None and run.saved_epoch is not None:
+        return out_dir / "last.npz", run.saved_epoch
+    if resumed is not None:
+        return resumed.path, resumed.meta["epoch"]
+    return None
+
+
+def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+          device: str | None = None, resume: str | os.PathLike | None = None, stop_after: int | None = None,
+          log: Callable[[str], None] = print, progress: bool | None = None) -> dict[str, Any]:
+    """Train as ``config`` says (see :data:`DEFAULTS` and :func:`resolve_config`); returns the run's summary.
+
+    ``device``: "cpu" or "cuda" (None: the default device, i.e. ``MINISE_DEVICE`` or "cpu").
+    ``resume``: a checkpoint (or run folder) to continue from; its configuration is used and
+    ``config`` is ignored. ``stop_after``: end after that epoch even if the run plans more (it can be
+    resumed later). ``progress``: tqdm bars (None: only when stderr is a terminal).
+
+    Summary keys: out, epoch, step, best_acc, best_epoch, history, stopped_early, model, synthetic.
+    """
+    device = backend.get_default_device() if device is None else device
+    backend.module_for(device)  # a clear error now if the device cannot be used
+    if stop_after is not None and stop_after < 1:
+        raise UserError(f"--stop-after must be at least 1, got {stop_after}")
+    resumed = _read_resume(resume) if resume is not None else None
+    cfg = dict(resumed.config) if resumed is not None else resolve_config(config)
+    if resumed is None and out is not None:
+        _refuse_existing_run(Path(out))
+    run: _Run | None = None
+    out_dir = Path(out) if out is not None else Path(".")
+    try:
+        data = _load_data(cfg, data_dir, log)
+        out_dir = _run_folder(out, cfg, resumed)
+        if resumed is None:
+            _refuse_existing_run(out_dir)
+        run = _start(cfg, data, device, resumed)
+        _prepare_folder(out_dir, run, resumed, log)
+        _log_start(run, out_dir, resumed, log)
+        loader = BatchLoader(data.train_images, data.train_labels, cfg["batch_size"], mean=run.mean, std=run.std,
+                             shuffle=True, augment=cfg["augment"], drop_last=cfg["drop_last"], rng=run.rng,
+                             device=device)
+        test = (backend.to_device(data.test_images, device), backend.to_device(data.test_labels, device))
+        stopped_early = False
+        try:
+            while run.epoch < run.num_epochs and run.step < run.total_iters:
+                if stop_after is not None and run.epoch >= stop_after:
+                    stopped_early = True
+                    break
+                record = _train_and_evaluate(run, loader, test, progress)
+                improved = _save_epoch(run, out_dir, record)
+                _log_epoch(run, record, improved, log)
+        finally:
+            _draw_curves(run, out_dir, log)
     except NonFiniteLoss as exc:
-        kept = (f"the last good checkpoint is {last_path} (epoch {epoch})" if last_path.exists()
+        saved = _saved_so_far(out_dir, run, resumed)
+        kept = (f"the last good checkpoint is {saved[0]} (epoch {saved[1]})" if saved
                 else "no checkpoint was written (no epoch had finished)")
         raise NonFiniteLoss(f"{exc}; training stopped, {kept}") from None
-    finally:
-        if history:
-            try:
-                plot_curves(history, out_dir / "curves.png", f"{cfg['model']} on {cfg['dataset']}")
-            except Exception as exc:  # a plotting failure must not hide the run's real outcome
-                log(f"(could not draw curves.png: {exc})")
+    except KeyboardInterrupt:
+        saved = _saved_so_far(out_dir, run, resumed)
+        raise Interrupted(f"interrupted; continue from the last checkpoint, {saved[0]} (epoch {saved[1]}), with "
+                          f"`minise train --resume {saved[0]}`" if saved else
+                          "interrupted before the first epoch ended: no checkpoint was written") from None
+    return _summary(run, out_dir, stopped_early, log)
 
-    summary = {
-        "out": str(out_dir), "epoch": epoch, "step": step, "best_acc": best_acc, "best_epoch": best_epoch,
-        "history": history, "stopped_early": stopped_early, "model": model, "synthetic": data.synthetic,
+
+def _summary(run: _Run, out_dir: Path, stopped_early: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    if run.history:
+        last = run.history[-1]
+        log(f"done: {run.epoch} epochs, {run.step} steps; test accuracy {100 * last['test_acc']:.2f}% "
+            f"(best {100 * run.best_acc:.2f}% at epoch {run.best_epoch}); files in {out_dir}"
+            + (f"; stopped early (--stop-after), continue with --resume {out_dir / 'last.npz'}"
+               if stopped_early else ""))
+    return {
+        "out": str(out_dir), "epoch": run.epoch, "step": run.step, "best_acc": run.best_acc,
+        "best_epoch": run.best_epoch, "history": run.history, "stopped_early": stopped_early, "model": run.model,
+        "synthetic": run.data.synthetic,
     }
-    if history:
-        last = history[-1]
-        log(f"done: {epoch} epochs, {step} steps; test accuracy {100 * last['test_acc']:.2f}% "
-            f"(best {100 * best_acc:.2f}% at epoch {best_epoch}); files in {out_dir}"
-            + ("; stopped early (--stop-after), continue with --resume " + str(last_path) if stopped_early else ""))
-    return summary
 
 
-# ----------------------------------------------------------------------------- evaluation command
-def eval_checkpoint(path: str | os.PathLike, *, data_dir: str | None = None, device: str = "cpu",
-                    model_name: str | None = None, limit_test: int | None = None, out: str | None = None,
+# ----------------------------------------------------------------------------- evaluating a checkpoint
+def eval_checkpoint(path: str | os.PathLike, *, data_dir: str | os.PathLike | None = None, device: str | None = None,
+                    model_name: str | None = None, limit_test: int | None = None, out: str | os.PathLike | None = None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Test accuracy, per-class accuracy and confusion matrix of a checkpoint (printed and as a PNG)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.npz"
+    """Test accuracy, per-class accuracy and confusion matrix of a checkpoint (printed and as a PNG).
+
+    ``path``: a checkpoint, or a run folder (its best.npz). ``device`` None: the default device.
+    """
+    device = backend.get_default_device() if device is None else device
+    backend.module_for(device)
+    path = _checkpoint_path(path, "best.npz")
     arrays, meta = load_checkpoint(path)
-    cfg = dict(meta["config"])
+    cfg = _saved_config(path, meta)
+    _require(path, meta, _model_meta_checks())
     name = model_name or cfg["model"]
     if limit_test is not None:
+        if isinstance(limit_test, bool) or not isinstance(limit_test, int) or limit_test < 1:
+            raise UserError(f"--limit-test must be positive, got {limit_test}")
         cfg["limit_test"] = limit_test
-    backend.module_for(device)
     data = _load_data(cfg, data_dir, log)
-    if data.num_classes != int(meta["num_classes"]):
+    if data.num_classes != meta["num_classes"]:
         raise CheckpointError(f"{path} was trained for {meta['num_classes']} classes, the test set has "
                               f"{data.num_classes}")
-    model = _create_model({**cfg, "model": name}, int(meta["num_classes"]))
-    model_sd, _ = _split_arrays(arrays)
+    model = _create_model({**cfg, "model": name}, meta["num_classes"])
+    model_sd, _ = _split_arrays(path, arrays)
     _load_model_state(model, model_sd, path, name)
     model.to(device)
-    mean, std = np.asarray(meta["mean"]), np.asarray(meta["std"])  # cpu-only
+    mean, std = np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)
     result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
                       cfg["eval_batch_size"], device)
-    classes = list(meta.get("classes") or data.classes)
-    conf = result["confusion"]
-    log(f"checkpoint {path}: {name} on {cfg['dataset'] if not data.synthetic else 'synthetic data'}, "
-        f"after epoch {meta['epoch']}")
-    log(f"test accuracy {100 * result['accuracy']:.2f}% ({result['correct']} / {result['count']}), "
-        f"loss {result['loss']:.4f}")
-    log("per-class accuracy:")
-    width = max(len(c) for c in classes)
-    for k, cname in enumerate(classes):
-        total = int(conf[k].sum())
-        acc = f"{100 * conf[k, k] / total:6.2f}%" if total else "     -"
-        log(f"  {cname:<{width}}  {acc}  ({int(conf[k, k])}/{total})")
-    if len(classes) <= 20:
-        short = [c[:5] for c in classes]
-        log("confusion matrix (rows: true class, columns: predicted):")
-        log(" " * (width + 2) + " ".join(f"{s:>5}" for s in short))
-        for k, cname in enumerate(classes):
-            log(f"  {cname:<{width}}" + " ".join(f"{int(v):5d}" for v in conf[k]))
+    saved_classes = meta.get("classes")
+    classes = ([one_line(c, 40) for c in saved_classes] if isinstance(saved_classes, list)
+               and len(saved_classes) == data.num_classes and all(isinstance(c, str) for c in saved_classes)
+               else list(data.classes))
+    epoch = meta.get("epoch")
+    log(f"checkpoint {path}: {name} on {'generated data (not CIFAR)' if data.synthetic else cfg['dataset']}"
+        + (f", after epoch {epoch}" if _is_int(epoch) else ""))
+    for line in eval_report(result, classes):
+        log(line)
     out_dir = Path(out) if out is not None else path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"confusion-{path.stem}.png"
-    plot_confusion(conf, classes, png, f"{name}: test accuracy {100 * result['accuracy']:.2f}%")
+    plot_confusion(result["confusion"], classes, png, f"{name}: test accuracy {100 * result['accuracy']:.2f}%")
     log(f"confusion matrix image: {png}")
     result["png"] = str(png)
     return result
 
 
-# ----------------------------------------------------------------------------- the command line
-def _int_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+def main(argv: Any = None) -> int:
+    """The ``minise`` command (kept here for older callers: see :func:`minise.cli.main`)."""
+    from .cli import main as cli_main  # noqa: PLC0415 - cli imports this module
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="minise", description="Squeeze-and-Excitation networks in NumPy: train and evaluate on CIFAR.")
-    parser.add_argument("--version", action="version", version=f"minise {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    t = sub.add_parser(
-        "train", help="train a network on CIFAR-10/100",
-        description="Train a (SE-)ResNet on CIFAR with SGD. Unset options take the defaults shown, "
-                    "or the values of --quick / --preset.",
-        argument_default=argparse.SUPPRESS)
-    t.add_argument("--model", help=f"network name (see minise.models.names()); default {DEFAULTS['model']}")
-    t.add_argument("--dataset", choices=["cifar10", "cifar100"], help=f"data set; default {DEFAULTS['dataset']}")
-    t.add_argument("--reduction", type=int, help=f"SE reduction ratio r (hidden width C/r); default "
-                                                 f"{DEFAULTS['reduction']}")
-    t.add_argument("--epochs", type=int, help=f"passes over the training set; default {DEFAULTS['epochs']}")
-    t.add_argument("--iterations", type=int, help="stop after this many SGD steps instead (the preset: 64000)")
-    t.add_argument("--batch-size", type=int, help=f"images per SGD step; default {DEFAULTS['batch_size']}")
-    t.add_argument("--lr", type=float, help=f"peak learning rate; default {DEFAULTS['lr']}")
-    t.add_argument("--momentum", type=float, help=f"SGD momentum; default {DEFAULTS['momentum']}")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    t.add_argument("--weight-decay", type=float, help=f"L2 weight decay; default {DEFAULTS['weight_decay']}")
-    t.add_argument("--no-decay-bn-bias", action="store_true",
-                   help="no weight decay on batch-norm scales/shifts and biases")
-    t.add_argument("--schedule", choices=["cosine", "multistep", "constant"],
-                   help="learning-rate schedule, stepped every iteration: cosine decay to 0, or multistep "
-                        f"(x gamma at each milestone); default {DEFAULTS['schedule']}")
-    t.add_argument("--warmup-epochs", type=float,
-                   help="warm-up length: cosine rises linearly from 0; multistep/constant run at 0.1 x lr "
-                        "(He et al.'s ResNet-110 warm-up); default 0")
-    t.add_argument("--milestones", type=_int_list,
-                   help="multistep: epochs at which lr is multiplied by gamma, e.g. 82,123 "
-                        "(default: half and three quarters of the run)")
-    t.add_argument("--gamma", type=float, help="multistep factor; default 0.1")
-    t.add_argument("--preset", choices=sorted(PRESETS),
-                   help="he2016: the paper's CIFAR recipe (He et al.): batch 128, momentum 0.9, weight decay "
-                        "1e-4, lr 0.1 / 10 at 32k and 48k iterations, stop at 64k (~164 epochs)")
-    t.add_argument("--quick", action="store_true",
-                   help="a run of about a minute on a CPU: 2 epochs on 1536 training / 500 test images; with no "
-                        "CIFAR available, on a generated CIFAR-format set instead (said in the first line)")
-    t.add_argument("--limit-train", type=int, help="train on the first N training images only")
-    t.add_argument("--limit-test", type=int, help="evaluate on the first N test images only")
-    t.add_argument("--drop-last", action="store_true", help="skip each epoch's last, smaller batch")
-    t.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="no random crop and flip (normalisation only)")
-    t.add_argument("--eval-batch-size", type=int, help=f"images per evaluation batch; default "
-                                                       f"{DEFAULTS['eval_batch_size']}")
-    t.add_argument("--seed", type=int, help="seed of weight initialisation, shuffling and augmentation; default 0")
-    t.add_argument("--device", choices=["cpu", "cuda"], help="cpu (NumPy) or cuda (CuPy); default cpu")
-    t.add_argument("--data-dir", help="folder holding (or to receive) CIFAR; default $MINISE_DATA or "
-                                      f"{default_data_dir()}")
-    t.add_argument("--out", help="run folder for checkpoints, metrics.csv and curves.png; "
-                                 "default runs/MODEL-DATASET-TIME (or the resumed checkpoint's folder)")
-    t.add_argument("--resume", help="continue the run saved in this checkpoint (or run folder: its last.npz) "
-                                    "with its saved configuration")
-    t.add_argument("--stop-after", type=int, help="end after this epoch even if the run plans more (continue "
-                                                  "later with --resume); the schedule is unchanged")
-    t.add_argument("--progress", choices=["auto", "on", "off"],
-                   help="progress bars: auto = only when stderr is a terminal; default auto")
-
-    e = sub.add_parser("eval", help="evaluate a checkpoint on the test set",
-                       description="Test accuracy, per-class accuracy and the confusion matrix of a checkpoint "
-                                   "(printed, and saved as confusion-NAME.png beside it or in --out).")
-    e.add_argument("--checkpoint", required=True, help="a checkpoint file (or a run folder: its best.npz)")
-    e.add_argument("--data-dir", help="folder holding CIFAR; default $MINISE_DATA or " f"{default_data_dir()}")
-    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (NumPy) or cuda (CuPy)")
-    e.add_argument("--model", help="build this network instead of the one the checkpoint names")
-    e.add_argument("--limit-test", type=int, help="evaluate on the first N test images only")
-    e.add_argument("--out", help="folder for the confusion-matrix PNG (default: the checkpoint's folder)")
-
-    a = sub.add_parser("assignments", help="course assignments: make student copies, grade them",
-                       description="Make a student copy with the marked solutions taken out, or grade one "
-                                   "(see docs/instructors.md).")
-    assignments.add_arguments(a)
-    return parser
-
-
-def _train_command(args: argparse.Namespace) -> int:
-    given = vars(args).copy()
-    given.pop("command", None)
-    device = given.pop("device", "cpu")
-    data_dir = given.pop("data_dir", None)
-    out = given.pop("out", None)
-    resume = given.pop("resume", None)
-    stop_after = given.pop("stop_after", None)
-    progress = {"auto": None, "on": True, "off": False}[given.pop("progress", "auto")]
-    if stop_after is not None and stop_after < 1:
-        raise UserError(f"--stop-after must be at least 1, got {stop_after}")
-    if resume is not None:
-        path = Path(resume)
-        ckpt = path / "last.npz" if path.is_dir() else path
-        _, meta = load_checkpoint(ckpt)
-        saved = meta.get("config", {})
-        for key, value in given.items():
-            if key not in RESUME_FREE and saved.get(key) != value:
-                raise UserError(
-                    f"--resume continues a run with its saved configuration, but --{key.replace('_', '-')} "
-                    f"{value} differs from the checkpoint's {saved.get(key)}; leave it out or start a new run")
-        config = saved
-    else:
-        config = resolve_config(given)
-    summary = train(config, out=out, data_dir=data_dir, device=device, resume=resume, stop_after=stop_after,
-                    progress=progress, log=lambda s: print(s, flush=True))
-    return 0 if summary["epoch"] > 0 else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``minise`` command. Returns the exit code: 0 done, 1 training failed (NaN), 2 a usage error."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    try:
-        if args.command == "train":
-            return _train_command(args)
-        if args.command == "assignments":
-            return assignments.run(args)
-        eval_checkpoint(args.checkpoint, data_dir=args.data_dir, device=args.device, model_name=args.model,
-                        limit_test=args.limit_test, out=args.out, log=lambda s: print(s, flush=True))
-        return 0
-    except (UserError, DataError, CheckpointError, DeviceError) as exc:
-        print(f"minise: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a folder that cannot be written, a disk that is full
-        print(f"minise: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
-    except NonFiniteLoss as exc:
-        print(f"minise: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("minise: interrupted; the last checkpoint written is last.npz in the run folder", file=sys.stderr)
-        return 130
-
-
-_resolve = resolve_config  # the old private name
+    return cli_main(argv)

@@ -14,8 +14,9 @@ import pytest
 import minise
 from minise import train as train_mod
 from minise.checkpoint import load_checkpoint
+from minise.cli import main
 from minise.data import cifar
-from minise.train import DEFAULTS, _plan, _resolve, main, train
+from minise.train import DEFAULTS, _plan, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,7 @@ def test_eval_reproduces_the_best_accuracy(tiny_run: tuple[Path, dict], tmp_path
 
 
 def test_plan_and_presets() -> None:
-    he = _resolve({"preset": "he2016", "model": "se_resnet110"})
+    he = resolve_config({"preset": "he2016", "model": "se_resnet110"})
     assert (he["batch_size"], he["lr"], he["momentum"], he["weight_decay"]) == (128, 0.1, 0.9, 1e-4)
     assert he["schedule"] == "multistep" and he["milestone_iters"] == [32000, 48000]
     per_epoch, total, epochs = _plan(he, 50000)
@@ -156,11 +157,11 @@ def test_plan_and_presets() -> None:
     assert schedule.lr_at(31999)[0] == 0.1 and schedule.lr_at(32000)[0] == pytest.approx(0.01)
     assert schedule.lr_at(48000)[0] == pytest.approx(0.001)
     # --epochs after the preset: counted in epochs, milestones at half and three quarters
-    short = _resolve({"preset": "he2016", "epochs": 8})
+    short = resolve_config({"preset": "he2016", "epochs": 8})
     assert short["iterations"] is None and short["milestone_iters"] is None
     assert _plan(short, 1000) == (8, 64, 8)
     assert _plan(dict(short, drop_last=True), 1000) == (7, 56, 8)
-    quick = _resolve({"quick": True, "lr": 0.2})
+    quick = resolve_config({"quick": True, "lr": 0.2})
     assert quick["lr"] == 0.2 and quick["limit_train"] == train_mod.QUICK["limit_train"]
 
 
@@ -245,13 +246,12 @@ def test_cli_cuda_without_cupy_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quick_on_the_shared_cifar10_copy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """`minise train --quick` on real CIFAR-10 images (the offline copy beside the repository)."""
-    shared = cifar._shared_offline_copy()
-    if shared is None:
-        pytest.skip("no offline CIFAR-10 copy at ../shared/data/cifar10")
-    subprocess.run([sys.executable, str(shared / "make_cifar10_python.py"), str(tmp_path)], check=True)
-    assert main(["train", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 0
+def test_quick_on_real_cifar10(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`minise train --quick` on real CIFAR-10 images, from the folder $MINISE_DATA names."""
+    root = os.environ.get("MINISE_DATA")
+    if not root or not (Path(root) / "cifar-10-batches-py").is_dir():
+        pytest.skip("set MINISE_DATA to a folder holding cifar-10-batches-py/")
+    assert main(["train", "--quick", "--data-dir", root, "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("data: cifar10 from")
     _, meta = load_checkpoint(tmp_path / "run" / "last.npz")
