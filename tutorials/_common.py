@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -98,27 +97,25 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def get_cifar(data_dir: Path | None, download: bool = False) -> tuple[Any, str]:
-    """CIFAR-10 from ``data_dir`` (via :func:`minise.data.load_cifar`), else a labelled synthetic stand-in.
+    """CIFAR-10 from ``data_dir``, else (only when there is no copy at all) the generated stand-in.
 
-    Returns (data set, label for titles). The label says SYNTHETIC loudly when no CIFAR copy was found.
+    The rule is :func:`minise.data.cifar_or_generated`'s (a corrupt copy is an error, not a fallback).
+    Returns (data set, label for titles); the label says SYNTHETIC loudly when no CIFAR copy was found.
     """
-    from minise.data import DataError, load_cifar, make_synthetic  # noqa: PLC0415
+    from minise.data import cifar_or_generated  # noqa: PLC0415
 
-    try:
-        t0 = time.perf_counter()
-        data = load_cifar("cifar10", data_dir=data_dir, download=download)
+    t0 = time.perf_counter()
+    data, why = cifar_or_generated("cifar10", data_dir, download=download, num_train=2000, num_test=500, seed=0)
+    if why is None:
         print(f"CIFAR-10 read from {data.source} in {time.perf_counter() - t0:.1f} s "
               f"({len(data.train_labels)} training, {len(data.test_labels)} test images)")
         return data, "CIFAR-10"
-    except (DataError, OSError) as exc:
-        where = data_dir if data_dir is not None else os.environ.get("MINISE_DATA", "~/.cache/minise")
-        print("!" * 78)
-        print(f"! No CIFAR-10 copy found in {where}:")
-        print(f"!   {str(exc).splitlines()[0][:300]}")
-        print("! Falling back to a SMALL SYNTHETIC data set (coloured block patterns, NOT CIFAR).")
-        print("! Its pictures and numbers say nothing about CIFAR. Use --data-dir DIR (or --download).")
-        print("!" * 78)
-        return make_synthetic(num_train=2000, num_test=500, seed=0), "SYNTHETIC data (not CIFAR)"
+    print("!" * 78)
+    print(f"! No CIFAR-10 copy found: {why[:300]}")
+    print("! Falling back to a SMALL SYNTHETIC data set (coloured block patterns, NOT CIFAR).")
+    print("! Its pictures and numbers say nothing about CIFAR. Use --data-dir DIR (or --download).")
+    print("!" * 78)
+    return data, "SYNTHETIC data (not CIFAR)"
 
 
 def fmt_count(n: float) -> str:
