@@ -87,7 +87,7 @@ def test_profile_training_bad_arguments():
 def test_benchmark_script(tmp_path, capsys):
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "profile.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "profile_step.py")
     spec = importlib.util.spec_from_file_location("bench_profile", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

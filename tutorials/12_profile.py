@@ -26,7 +26,7 @@ What to look for in the table and the bar chart:
 The calls column counts the network's layers: ResNet-20 has 19 convolutions (a stem and two per
 block), SE-ResNet-20 one SE block (one scale) per residual block.
 
-Timings move with the machine's load; the shares move less. ``benchmarks/profile.py`` runs the
+Timings move with the machine's load; the shares move less. ``benchmarks/profile_step.py`` runs the
 same profile from the command line.
 
 Run:  python tutorials/12_profile.py [--out DIR] [--quick] [--model se_resnet20] [--batch 128]

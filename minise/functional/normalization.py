@@ -15,6 +15,12 @@ def _channel_view(x: Any) -> Any:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
+def _sum_of_squares(xc: Any) -> Any:
+    """Σ_{n,l} xc[n, c, l]² per channel, without the temporary array xc · xc (one read of xc)."""
+    xp = get_array_module(xc)
+    return xp.einsum("ncl,ncl->nc", xc, xc).sum(axis=0)
+
+
 class BatchNorm(Function):
     """Per channel c, over the m = N·H·W values of the batch:
 
@@ -47,7 +53,7 @@ class BatchNorm(Function):
                 )
             mean = xv.sum(axis=2).sum(axis=0) / x.dtype.type(m)
             xc = xv - mean[:, None]
-            var = (xc * xc).sum(axis=2).sum(axis=0) / x.dtype.type(m)
+            var = _sum_of_squares(xc) / x.dtype.type(m)
             mom = self.momentum
             if self.running_mean is not None:
                 self.running_mean *= 1 - mom
@@ -59,7 +65,8 @@ class BatchNorm(Function):
             mean, var = self.running_mean.astype(x.dtype, copy=False), self.running_var.astype(x.dtype, copy=False)
             xc = xv - mean[:, None]
         invstd = 1 / xp.sqrt(var + x.dtype.type(self.eps))
-        x_hat = xc * invstd[:, None]  # reuses no memory of x: x may be needed elsewhere
+        x_hat = xc  # xc is a new array (x may be needed elsewhere): it becomes x̂ in place
+        x_hat *= invstd[:, None]
         gamma = weight if weight is not None else xp.ones(c, dtype=x.dtype)
         y = x_hat * gamma[:, None]
         if bias is not None:

@@ -4,6 +4,7 @@ import torch
 
 import minise.functional as F
 from minise import Tensor, gradcheck
+from minise.backend import to_numpy
 
 from ..conftest import on
 
@@ -70,3 +71,26 @@ def test_bad_input():
         F.batch_norm(x, np.zeros(3), np.ones(3), weight=Tensor(np.ones(2)))
     with pytest.raises(ValueError, match="more than one value per channel"):
         F.batch_norm(Tensor(np.zeros((1, 3))), np.zeros(3), np.ones(3), training=True)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (7, 2), (128, 16, 8, 8)])
+def test_forward_matches_the_textbook_passes(device, shape, dtype, rtol):
+    """The forward computes σ² without the temporary (x − μ)² and makes x̂ in place: the numbers of
+    the plain formula, up to the order of the sums."""
+    rng = np.random.default_rng(5)
+    x_np = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    c = shape[1]
+    w_np, b_np = rng.uniform(0.5, 1.5, c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    axes = (0,) + tuple(range(2, len(shape)))
+    bshape = (1, c) + (1,) * (len(shape) - 2)
+    mean = x_np.mean(axis=axes, keepdims=True)
+    var = ((x_np - mean) ** 2).mean(axis=axes, keepdims=True)
+    expected = (x_np - mean) / np.sqrt(var + dtype(1e-5)) * w_np.reshape(bshape) + b_np.reshape(bshape)
+    rm, rv = on(device, np.zeros(c, dtype)), on(device, np.ones(c, dtype))
+    y = F.batch_norm(Tensor(on(device, x_np)), rm, rv, Tensor(on(device, w_np)), Tensor(on(device, b_np)),
+                     training=True)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y.numpy(), expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+    m = x_np.size // c
+    np.testing.assert_allclose(to_numpy(rv), 0.9 + 0.1 * var.reshape(c) * m / (m - 1), rtol=rtol * 10)

@@ -1,11 +1,14 @@
 """Where minise's training step spends its time: per op and direction, the share, time and bytes.
 
-    python benchmarks/profile.py --model se_resnet20                 # table, and profile_se_resnet20.png
-    python benchmarks/profile.py --model resnet20 --batch 64 --steps 5 --out /tmp/p.png
+    python benchmarks/profile_step.py --model se_resnet20                 # table, and profile_se_resnet20.png
+    python benchmarks/profile_step.py --model resnet20 --batch 64 --steps 5 --out /tmp/p.png
 
 A few training steps (SGD, momentum 0.9, weight decay 1e-4, cross-entropy) on random CIFAR-sized
 data, timed by ``minise.profile`` (see its docstring for what is measured). Timings move with the
 load of the machine: compare shares, or runs made back to back.
+
+(Not named profile.py: a script's folder comes first on sys.path, and a benchmarks/profile.py would
+shadow the standard library's ``profile``, which torch imports through cProfile.)
 """
 
 from __future__ import annotations
