@@ -263,7 +263,16 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> type:
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
+        if (module, name) in (("__builtin__", "bytes"), ("builtins", "bytes")):
+            return _empty_bytes  # type: ignore[return-value]
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are expected here")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """Protocol-2 pickles store an empty bytes object (an empty array's data) as ``bytes()``."""
+    if args:
+        raise pickle.UnpicklingError("refusing bytes(...) with arguments: only an empty bytes object is expected")
+    return b""
 
 
 def _read_pickle(path: Path) -> dict:

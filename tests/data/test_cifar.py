@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from minise.data import cifar
-from minise.data.cifar import SPECS, DataError, load_cifar, md5_of
-from minise.data.synthetic import make_synthetic, write_cifar_archive, write_cifar_folder
+from minise.data.cifar import SPECS, DataError, DataNotFound, load_cifar, md5_of
+from minise.data.synthetic import cifar_or_generated, make_synthetic, write_cifar_archive, write_cifar_folder
 
 N_TRAIN, N_TEST = 50, 20
 _REAL_FETCH_URL = cifar.fetch_url  # kept before the autouse fixture replaces it
@@ -186,6 +186,82 @@ def test_wrong_image_shape_is_refused(tmp_path: Path, tiny: dict) -> None:
         pickle.dump({b"data": np.zeros((N_TEST, 1024), np.uint8), b"labels": [0] * N_TEST}, f)
     with pytest.raises(DataError, match=r"\(N, 3072\).*\(20, 1024\)"):
         load_cifar("cifar10", tmp_path)
+
+
+def _rewrite(path: Path, change) -> None:
+    """Load a pickled batch, let ``change`` edit the dict in place, write it back."""
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    change(batch)
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+
+
+@pytest.mark.parametrize("label, message", [
+    (b"x", r"test_batch: label 4 is b'x' \(bytes\); labels must be integers in 0\.\.9"),
+    (None, r"test_batch: label 4 is None \(NoneType\)"),
+    (2**70, r"test_batch: label 4 is 1180591620717411303424, outside the classes 0\.\.9 of cifar10"),
+    (1.9, r"test_batch: label 4 is 1\.9 \(float\); labels must be integers"),  # was truncated to 1
+    (True, r"test_batch: label 4 is True \(bool\)"),
+    (-1, r"test_batch: label 4 is -1, outside the classes"),
+])
+def test_labels_of_the_wrong_type_are_refused(tmp_path: Path, tiny: dict, label: object, message: str) -> None:
+    folder = write_cifar_folder(tmp_path, tiny["cifar10"])
+    _rewrite(folder / "test_batch", lambda b: b[b"labels"].__setitem__(4, label))
+    with pytest.raises(DataError, match=message):
+        load_cifar("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (7, r"labels must be a list of integers in 0\.\.9, found int"),
+    (np.full(N_TEST, 1.0), r"labels must be integers in 0\.\.9, found an array of float64"),
+    (list(range(10)) * 3, rf"{N_TEST} images but 30 labels"),
+])
+def test_label_containers_are_checked(tmp_path: Path, tiny: dict, labels: object, message: str) -> None:
+    folder = write_cifar_folder(tmp_path, tiny["cifar10"])
+    _rewrite(folder / "test_batch", lambda b: b.__setitem__(b"labels", labels))
+    with pytest.raises(DataError, match=message):
+        load_cifar("cifar10", tmp_path)
+
+
+def test_integer_label_arrays_are_accepted(tmp_path: Path, tiny: dict) -> None:
+    src = tiny["cifar10"]
+    folder = write_cifar_folder(tmp_path, src)
+    _rewrite(folder / "test_batch", lambda b: b.__setitem__(b"labels", src.test_labels.astype(np.uint8)))
+    np.testing.assert_array_equal(load_cifar("cifar10", tmp_path).test_labels, src.test_labels)
+
+
+@pytest.mark.parametrize("names, message", [
+    (7, r"batches.meta: b'label_names' must be a list of class names, found 7"),
+    ([b"cat", 3] * 5, r"must be a list of class names"),
+    ([b"cat", b"dog"], r"batches.meta lists 2 class names; cifar10 has 10 classes"),
+])
+def test_class_names_are_checked(tmp_path: Path, tiny: dict, names: object, message: str) -> None:
+    folder = write_cifar_folder(tmp_path, tiny["cifar10"])
+    _rewrite(folder / "batches.meta", lambda b: b.__setitem__(b"label_names", names))
+    with pytest.raises(DataError, match=message):
+        load_cifar("cifar10", tmp_path)
+
+
+def test_empty_batch_is_named(tmp_path: Path, tiny: dict) -> None:
+    folder = write_cifar_folder(tmp_path, tiny["cifar10"])
+    _rewrite(folder / "test_batch", lambda b: b.update({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    with pytest.raises(DataError, match=r"test_batch is an empty batch: it holds 0 images"):
+        load_cifar("cifar10", tmp_path)
+
+
+def test_generated_data_only_when_there_is_no_copy_at_all(tmp_path: Path, tiny: dict) -> None:
+    data, why = cifar_or_generated("cifar10", tmp_path / "empty", download=False, num_train=30, num_test=10)
+    assert data.synthetic and len(data.train_labels) == 30 and why.startswith("cifar10 not found in")
+    with pytest.raises(DataNotFound):
+        load_cifar("cifar10", tmp_path / "empty", download=False)
+    folder = write_cifar_folder(tmp_path, tiny["cifar10"])
+    data, why = cifar_or_generated("cifar10", tmp_path, download=False)
+    assert why is None and not data.synthetic
+    (folder / "data_batch_2").write_bytes(b"garbage")  # a damaged copy is an error, never replaced
+    with pytest.raises(DataError, match="data_batch_2 is not a readable CIFAR batch") as info:
+        cifar_or_generated("cifar10", tmp_path, download=False)
+    assert not isinstance(info.value, DataNotFound)
 
 
 def test_pickle_with_code_is_refused(tmp_path: Path, tiny: dict) -> None:
