@@ -82,6 +82,9 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
                  device: str | None = None) -> None:
         self.data = _to_array(data, dtype, device)
+        if self.data.dtype.kind not in "biuf":
+            raise TypeError(f"Tensor: values of dtype {self.data.dtype} are not numbers; "
+                            "expected bool, integer or floating-point values")
         self.grad: Tensor | None = None
         self.requires_grad = bool(requires_grad)
         if self.requires_grad and self.data.dtype.kind != "f":
@@ -249,13 +252,28 @@ def _arith() -> Any:
     return arith
 
 
+_KIND_RANK = {"b": 0, "i": 1, "u": 1, "f": 2}  # bool < integer < floating, PyTorch's dtype categories
+
+
+def _scalar_rank(x: Any) -> int:
+    if isinstance(x, (bool, numpy.bool_)):
+        return 0
+    return 1 if isinstance(x, (int, numpy.integer)) else 2
+
+
 def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
-    """``x`` as a Tensor; Python numbers take the dtype and device of ``like``."""
+    """``x`` as a Tensor; a Python number goes to the device of ``like`` and takes its dtype, as in PyTorch:
+    unless the number is of a higher kind (a float with an integer tensor: float32; an int with a bool one: int64)."""
     if isinstance(x, Tensor):
         return x
-    if like is not None and isinstance(x, (int, float, bool, numpy.generic)):
+    if like is not None and isinstance(x, (int, float, bool, numpy.bool_, numpy.integer, numpy.floating)):
         xp = get_array_module(like.data)
-        return Tensor(xp.asarray(x, dtype=like.dtype))
+        rank = _scalar_rank(x)
+        if rank <= _KIND_RANK.get(like.dtype.kind, 2):
+            dtype = like.dtype
+        else:
+            dtype = numpy.float32 if rank == 2 else numpy.int64
+        return Tensor(xp.asarray(x, dtype=dtype))
     return Tensor(x)
 
 
@@ -275,6 +293,12 @@ class Function:
     outputs (read them through :attr:`outputs`).
     """
 
+    keeps_integers: bool = False
+    """Integer and bool inputs (the rule of PyTorch's type promotion, decided here for every op): with a
+    floating input beside them they take its dtype; alone, they become float32 (PyTorch's default dtype),
+    unless the op is closed over the integers (+, −, ×, Σ, matmul, shape ops): those set this to True."""
+    index_inputs: tuple[int, ...] = ()
+    """Positions of inputs that hold indices or class labels: never converted (the op checks them)."""
     needs_input_grad: tuple[bool, ...] = ()
     saved: tuple[Any, ...] = ()
     _output_refs: tuple[weakref.ref, ...] = ()
@@ -283,6 +307,7 @@ class Function:
         tensors = [x if (x is None or isinstance(x, Tensor)) else Tensor(x) for x in inputs]
         arrays = [None if t is None else t.data for t in tensors]
         _check_inputs(type(self).__name__, arrays)
+        arrays = _promote(self, arrays)
         record = _grad_enabled and any(t is not None and t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(bool(record and t is not None and t.requires_grad) for t in tensors)
         self._recording = record
@@ -333,6 +358,22 @@ def _check_inputs(name: str, arrays: Sequence[Any]) -> None:
     if len(float_dtypes) > 1:
         names = ", ".join(sorted(str(d) for d in float_dtypes))
         raise TypeError(f"{name}: inputs have different floating dtypes ({names}); convert them explicitly")
+
+
+def _promote(fn: Function, arrays: list[Any]) -> list[Any]:
+    """Integer and bool inputs converted for a floating op (see :attr:`Function.keeps_integers`)."""
+    values = [a for i, a in enumerate(arrays) if a is not None and i not in fn.index_inputs]
+    if all(a.dtype.kind == "f" for a in values):
+        return arrays
+    floating = [a.dtype for a in values if a.dtype.kind == "f"]
+    if floating:
+        target = floating[0]
+    elif fn.keeps_integers:
+        return arrays
+    else:
+        target = numpy.dtype(numpy.float32)
+    return [a if a is None or i in fn.index_inputs or a.dtype == target else a.astype(target)
+            for i, a in enumerate(arrays)]
 
 
 def _topological_order(roots: Sequence[Tensor]) -> list[Function]:

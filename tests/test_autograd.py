@@ -184,3 +184,84 @@ def test_an_unused_output_of_a_two_output_function_gets_zeros(no_cyclic_gc):
     del second                      # dropped before backward: its gradient is zero
     first.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
+
+
+# ------------------------------------------------------------------ integer and bool inputs (one rule for every op)
+import minise.functional as F  # noqa: E402
+
+_X = np.array([[[[1, -2, 3], [4, 0, -1], [2, 2, -3]]], [[[0, 1, -1], [3, -2, 2], [1, 0, 4]]]])  # (2, 1, 3, 3)
+
+
+def _floating_ops():
+    w = np.full((2, 1, 2, 2), 0.9, np.float32)
+    return {
+        "conv2d": lambda x: F.conv2d(x, Tensor(w)),
+        "conv2d_int_weight": lambda x: F.conv2d(x, Tensor(np.ones((2, 1, 2, 2), np.int64))),
+        "conv2d_reference": lambda x: F.conv2d_reference(x, Tensor(w)),
+        "max_pool2d": lambda x: F.max_pool2d(x, 2, 1),
+        "avg_pool2d": lambda x: F.avg_pool2d(x, 2, 1, 1),
+        "global_avg_pool2d": F.global_avg_pool2d,
+        "global_max_pool2d": F.global_max_pool2d,
+        "relu": F.relu,
+        "sigmoid": F.sigmoid,
+        "tanh": F.tanh,
+        "scale": lambda x: F.scale(x, Tensor(np.array([[0.5], [2.5]], np.float32))),
+        "linear": lambda x: F.linear(F.flatten(x), Tensor(np.full((3, 9), 0.7, np.float32))),
+        "batch_norm": lambda x: F.batch_norm(x, None, None, training=True),
+        "cross_entropy": lambda x: F.cross_entropy(F.flatten(x), Tensor(np.array([0, 8]))),
+        "mean": lambda x: F.mean(x),
+        "div": lambda x: x / 4,
+        "pow": lambda x: x**2,
+        "times_a_float": lambda x: x * 2.5,
+        "plus_a_float_tensor": lambda x: x + Tensor(np.float32(0.25)),
+    }
+
+
+@pytest.mark.parametrize("op", sorted(_floating_ops()))
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+def test_integer_and_bool_inputs_of_floating_ops_become_float32(op, dtype):
+    f = _floating_ops()[op]
+    x = _X.astype(dtype)
+    got = f(Tensor(x))
+    want = f(Tensor(x.astype(np.float32)))
+    assert got.dtype == np.float32, f"{op} on {np.dtype(dtype)} gave {got.dtype}"
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_conv2d_of_an_integer_image_is_not_truncated():
+    # issue 14: an integer input with float32 weights used to come back as integers (2 instead of 2.7)
+    y = F.conv2d(Tensor(np.ones((1, 1, 1, 3), np.int64)), Tensor(np.full((1, 1, 1, 3), 0.9, np.float32)))
+    assert y.dtype == np.float32
+    assert y.item() == pytest.approx(2.7, rel=1e-6)
+
+
+def test_integer_closed_ops_keep_integers_as_pytorch():
+    a = Tensor(np.array([[1, 2], [3, 4]]))
+    for y in (a + a, a - 1, a * 3, -a, a.sum(), a @ a, a.reshape(4), a[0], F.concat([a, a])):
+        assert y.dtype == np.int64
+    assert (Tensor(np.array([True])) + 1).dtype == np.int64  # an int with a bool tensor: int64
+    assert (a * 2.5).numpy().tolist() == [[2.5, 5.0], [7.5, 10.0]]  # not truncated to 2, 4, ...
+    assert (a + Tensor(np.ones(2, np.float32))).dtype == np.float32  # not NumPy's float64
+
+
+def test_gradients_flow_to_the_float_input_beside_an_integer_one():
+    w = Tensor(np.full((1, 1, 1, 3), 0.5), requires_grad=True)  # float64
+    y = F.conv2d(Tensor(np.array([[[[1, 2, 3]]]])), w)
+    assert y.dtype == np.float64
+    y.backward(np.ones((1, 1, 1, 1)))
+    np.testing.assert_array_equal(w.grad.numpy(), [[[[1.0, 2.0, 3.0]]]])
+
+
+def test_class_labels_stay_integers_and_float_labels_are_refused():
+    logits = Tensor(np.zeros((2, 3), np.float32))
+    assert F.cross_entropy(logits, Tensor(np.array([0, 2]))).item() == pytest.approx(np.log(3), rel=1e-6)
+    with pytest.raises(TypeError, match="integer class indices"):
+        F.cross_entropy(logits, Tensor(np.array([0.0, 2.0], np.float32)))
+
+
+@pytest.mark.parametrize("values", [np.array([None, 1.0]), np.array(["a", "b"]), ["a", "b"],
+                                    np.array([1 + 2j]), np.array([b"x"])], ids=["object", "str", "list of str",
+                                                                              "complex", "bytes"])
+def test_a_tensor_of_non_numbers_is_refused_at_construction(values):
+    with pytest.raises(TypeError, match=r"^Tensor: values of dtype .* are not numbers"):
+        Tensor(values)

@@ -30,6 +30,8 @@ def sum_to(g: Any, shape: tuple[int, ...]) -> Any:
 class Add(Function):
     """y = a + b;   ∂L/∂a = ∂L/∂y,  ∂L/∂b = ∂L/∂y  (summed over broadcast axes)"""
 
+    keeps_integers = True
+
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
         return a + b
@@ -44,6 +46,8 @@ class Add(Function):
 class Sub(Function):
     """y = a − b;   ∂L/∂a = ∂L/∂y,  ∂L/∂b = −∂L/∂y"""
 
+    keeps_integers = True
+
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
         return a - b
@@ -56,6 +60,8 @@ class Sub(Function):
 
 class Mul(Function):
     """y = a · b;   ∂L/∂a = ∂L/∂y · b,  ∂L/∂b = ∂L/∂y · a"""
+
+    keeps_integers = True
 
     def forward(self, a, b):
         self.save(a, b)
@@ -87,6 +93,8 @@ class Div(Function):
 class Neg(Function):
     """y = −x;   ∂L/∂x = −∂L/∂y"""
 
+    keeps_integers = True
+
     def forward(self, x):
         return -x
 
@@ -112,6 +120,8 @@ class Pow(Function):
 class MatMul(Function):
     """Y = A B for 2-D A (n×k) and B (k×m);   ∂L/∂A = ∂L/∂Y Bᵀ,  ∂L/∂B = Aᵀ ∂L/∂Y"""
 
+    keeps_integers = True
+
     def forward(self, a, b):
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
             raise ValueError(f"matmul: expected (n, k) @ (k, m), got {tuple(a.shape)} @ {tuple(b.shape)}")
@@ -135,6 +145,8 @@ def _axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
 class Sum(Function):
     """y = Σ_axes x;   ∂L/∂x = ∂L/∂y broadcast back over the summed axes"""
 
+    keeps_integers = True
+
     def __init__(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> None:
         self.axis, self.keepdims = axis, keepdims
 
@@ -152,6 +164,8 @@ class Sum(Function):
 
 class Mean(Sum):
     """y = (1/n) Σ_axes x;   ∂L/∂x = ∂L/∂y / n broadcast back, n = number of summed elements"""
+
+    keeps_integers = False  # the mean of integers is a float: float32, PyTorch's default dtype
 
     def forward(self, x):
         y = super().forward(x)

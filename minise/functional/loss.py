@@ -21,6 +21,8 @@ class CrossEntropy(Function):
     ∂L/∂x_nk = (p_nk − q_nk) / N
     """
 
+    index_inputs = (1,)  # the target: class indices, never converted to floats
+
     def __init__(self, label_smoothing: float = 0.0) -> None:
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")

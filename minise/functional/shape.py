@@ -15,6 +15,8 @@ __all__ = ["reshape", "flatten", "getitem", "to_device", "concat"]
 class Reshape(Function):
     """y = x viewed with another shape;   ∂L/∂x = ∂L/∂y reshaped back"""
 
+    keeps_integers = True
+
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.shape = tuple(shape)
 
@@ -31,6 +33,8 @@ class Reshape(Function):
 
 class GetItem(Function):
     """y = x[index];   ∂L/∂x = zeros with ∂L/∂y added at index (repeated indices add up)"""
+
+    keeps_integers = True
 
     def __init__(self, index: Any) -> None:
         self.index = index
@@ -49,6 +53,8 @@ class GetItem(Function):
 class ToDevice(Function):
     """y = x copied to another device;   ∂L/∂x = ∂L/∂y copied back"""
 
+    keeps_integers = True
+
     def __init__(self, device: str) -> None:
         self.device = device
 
@@ -62,6 +68,8 @@ class ToDevice(Function):
 
 class Concat(Function):
     """y = [x_1, x_2, …] joined along ``axis``;   ∂L/∂x_k = the slice of ∂L/∂y that x_k filled"""
+
+    keeps_integers = True
 
     def __init__(self, axis: int = 1) -> None:
         self.axis = axis

@@ -240,16 +240,22 @@ class Module:
         targets = self._state_targets()
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
-        wrong_shape = []
+        wrong_shape, not_numbers = [], []
         for key, (_, _, current) in targets.items():
             if key in state_dict:
                 value = state_dict[key]
                 shape = tuple(getattr(value, "shape", ()))
                 if shape != tuple(current.shape):
                     wrong_shape.append(f"{key}: model has {tuple(current.shape)}, state dict has {shape}")
+                dtype = value.dtype if hasattr(value, "dtype") else numpy.asarray(value).dtype
+                if numpy.dtype(dtype).kind not in "biuf":  # e.g. an object array of None: would load NaN
+                    not_numbers.append(f"{key}: dtype {dtype}")
         problems = []
         if wrong_shape:
             problems.append("wrong shape:\n    " + "\n    ".join(wrong_shape))
+        if not_numbers:
+            problems.append("not numbers (expected bool, integer or floating-point values): "
+                            + _short_list(not_numbers))
         if strict and missing:
             problems.append(f"missing ({len(missing)}): " + _short_list(missing))
         if strict and unexpected:

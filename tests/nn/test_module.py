@@ -119,6 +119,24 @@ def test_load_state_dict_not_strict() -> None:
         net.load_state_dict({"stem.scale": np.zeros(2, np.float32)}, strict=False)
 
 
+def test_load_state_dict_refuses_values_that_are_not_numbers() -> None:
+    # issue 14: an object array of None values used to load as NaN
+    net = Net()
+    before = net.state_dict()
+    bad = net.state_dict()
+    bad["stem.scale"] = np.array([None], dtype=object)
+    bad["stem.bn1.bias"] = np.array(["a"] * 4)
+    with pytest.raises(nn.StateDictError) as info:
+        net.load_state_dict(bad)
+    message = str(info.value)
+    assert "not numbers" in message and "stem.scale: dtype object" in message and "stem.bn1.bias: dtype <U1" in message
+    assert "nothing was loaded" in message
+    for name, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    with pytest.raises(nn.StateDictError, match="not numbers"):
+        net.load_state_dict({"stem.scale": [None]}, strict=False)
+
+
 def test_load_state_dict_converts_dtype_and_keeps_arrays() -> None:
     net = Net()
     weight = net.stem.conv1.weight
