@@ -25,8 +25,7 @@ import numpy
 
 from .. import backend
 from ..autograd import Tensor, no_grad
-from ..nn import module as module_file
-from ..nn.module import Module, Parameter
+from ..nn.module import Module
 
 __all__ = ["summary", "Summary", "LayerRow"]
 
@@ -129,14 +128,14 @@ def summary(model: Module, input_shape: tuple[int, ...], dtype: Any = numpy.floa
     stack: list[int] = []
     counted: set[int] = set()
 
-    def hook(module: Module, args: tuple[Any, ...]) -> Any:
+    def hook(module: Module, args: tuple[Any, ...], forward: Any) -> Any:
         x = args[0]
         name = ids.get(id(module), f"<{type(module).__name__}>")
         own = 0
-        for _, value in module._own():
-            if isinstance(value, Parameter) and id(value) not in counted:
-                counted.add(id(value))
-                own += value.size
+        for p in module.parameters(recurse=False):
+            if id(p) not in counted:
+                counted.add(id(p))
+                own += p.size
         row = LayerRow(name, type(module).__name__, 0 if name == "" else name.count(".") + 1,
                        stack[-1] if stack else None, tuple(x.shape), params=own)
         rows.append(row)
@@ -147,7 +146,7 @@ def summary(model: Module, input_shape: tuple[int, ...], dtype: Any = numpy.floa
             if hasattr(module, "output_shape"):
                 out = Tensor(xp.zeros(module.output_shape(tuple(x.shape)), dtype=x.dtype))
             else:
-                out = module.forward(*args)
+                out = forward(*args)
         finally:
             stack.pop()
         row.output_shape = tuple(out.shape)
@@ -157,13 +156,10 @@ def summary(model: Module, input_shape: tuple[int, ...], dtype: Any = numpy.floa
 
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    previous = module_file._call_hook
-    module_file._call_hook = hook
     try:
-        with no_grad():
+        with no_grad(), model.forward_hook(hook):
             out = model(Tensor(xp.zeros(shape, dtype=dtype)))
     finally:
-        module_file._call_hook = previous
         for m, mode in modes:
             m.training = mode
     for r in rows:

@@ -10,6 +10,7 @@ torchvision, and ``layer1.0.se.fc1.weight`` exactly as in timm.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -19,7 +20,12 @@ import numpy
 from .. import backend
 from ..autograd import Tensor
 
-__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "StateDictError", "IncompatibleKeys"]
+__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "StateDictError", "IncompatibleKeys", "ForwardHook"]
+
+ForwardHook = Callable[["Module", tuple[Any, ...], Callable[..., Any]], Any]
+"""``hook(module, args, forward) -> output``: called instead of ``module(*args)``; ``forward(*args)`` runs the
+module's own computation (and returns its output), so a hook may look at the inputs, run the module
+(or not), look at or replace the output, and see which calls happen inside which."""
 
 
 class Parameter(Tensor):
@@ -54,6 +60,7 @@ class Module:
 
     training: bool = True
     _buffer_names: tuple[str, ...] = ()
+    _forward_hooks: tuple[ForwardHook, ...] = ()
 
     def __init__(self) -> None:
         self.training = True
@@ -72,9 +79,47 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any) -> Any:
-        if _call_hook is not None:
-            return _call_hook(self, args)
+        if self._forward_hooks:
+            return self._call_through(self._forward_hooks, args)
         return self.forward(*args)
+
+    def _call_through(self, hooks: tuple[ForwardHook, ...], args: tuple[Any, ...]) -> Any:
+        # the first hook installed is the outermost; the last one calls forward itself
+        if not hooks:
+            return self.forward(*args)
+        return hooks[0](self, args, lambda *a: self._call_through(hooks[1:], a))
+
+    @contextlib.contextmanager
+    def forward_hook(self, hook: ForwardHook) -> Iterator[Module]:
+        """Context manager: every call of this module, or of a module below it, goes through ``hook``.
+
+        ``hook(module, args, forward)`` is called instead of ``module(*args)`` and returns the output;
+        ``forward(*args)`` runs the module as usual (its own children go through the hook in turn)::
+
+            def show(module, args, forward):
+                out = forward(*args)
+                print(type(module).__name__, args[0].shape, "->", out.shape)
+                return out
+
+            with model.forward_hook(show):
+                model(x)
+
+        Unlike PyTorch's forward hooks (called after ``forward``, with its output), the hook wraps the
+        call, so it can also skip the computation (``minise.models.summary`` hands on zeros of the right
+        shape instead of convolving). Hooks nest: the one installed first is the outermost. On leaving
+        the block the modules are as before, also after an exception. The modules below this one
+        are those it holds on entry.
+        """
+        if not callable(hook):
+            raise TypeError(f"forward_hook: expected a callable hook(module, args, forward), got {type(hook).__name__}")
+        before = [(m, m._forward_hooks) for m in self.modules()]
+        for m, hooks in before:
+            object.__setattr__(m, "_forward_hooks", (*hooks, hook))
+        try:
+            yield self
+        finally:
+            for m, hooks in before:
+                object.__setattr__(m, "_forward_hooks", hooks)
 
     # ------------------------------------------------------------------ structure
     def register_buffer(self, name: str, array: Any) -> None:
@@ -116,17 +161,19 @@ class Module:
         for _, m in self.named_modules():
             yield m
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
-        """("layer1.0.conv1.weight", Parameter) pairs, each Parameter once, in PyTorch's order."""
+    def named_parameters(self, recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """("layer1.0.conv1.weight", Parameter) pairs, each Parameter once, in PyTorch's order.
+
+        ``recurse=False``: only this module's own parameters (those of its children left out)."""
         seen: set[int] = set()
-        for prefix, module in self.named_modules():
+        for prefix, module in (self.named_modules() if recurse else [("", self)]):
             for name, value in module._own():
                 if isinstance(value, Parameter) and id(value) not in seen:
                     seen.add(id(value))
                     yield (f"{prefix}.{name}" if prefix else name), value
 
-    def parameters(self) -> Iterator[Parameter]:
-        for _, p in self.named_parameters():
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, p in self.named_parameters(recurse):
             yield p
 
     def named_buffers(self) -> Iterator[tuple[str, Any]]:
@@ -340,6 +387,3 @@ class Sequential(ModuleList):
             x = m(x)
         return x
 
-
-# Set by minise.models.summary while it traces a model: called instead of forward for every module.
-_call_hook: Callable[[Module, tuple[Any, ...]], Any] | None = None

@@ -226,3 +226,83 @@ def test_module_list_indexing() -> None:
         ml[2]
     with pytest.raises(TypeError):
         ml.append(3)
+
+
+# ------------------------------------------------------------------ forward hooks
+def _image(seed: int = 0) -> minise.Tensor:
+    return minise.Tensor(np.random.default_rng(seed).standard_normal((2, 3, 5, 5)).astype(np.float32))
+
+
+def test_forward_hook_sees_every_call_nested_and_changes_nothing() -> None:
+    net, x = Net(), _image()
+    plain = net(x).numpy()
+    calls, depth = [], [0]
+
+    def trace(module, args, forward):
+        calls.append((depth[0], type(module).__name__, tuple(args[0].shape)))
+        depth[0] += 1
+        try:
+            return forward(*args)
+        finally:
+            depth[0] -= 1
+
+    with net.forward_hook(trace) as same:
+        assert same is net
+        hooked = net(x).numpy()
+    np.testing.assert_array_equal(hooked, plain)
+    assert calls == [
+        (0, "Net", (2, 3, 5, 5)), (1, "Block", (2, 3, 5, 5)), (2, "Conv2d", (2, 3, 5, 5)),
+        (2, "BatchNorm2d", (2, 4, 5, 5)), (1, "Sequential", (2, 4, 5, 5)), (2, "Conv2d", (2, 4, 5, 5)),
+        (2, "ReLU", (2, 4, 5, 5)), (1, "GlobalAvgPool2d", (2, 4, 5, 5)), (1, "Linear", (2, 4)),
+    ]
+    calls.clear()
+    net(x)  # after the block: no hook any more
+    assert calls == []
+
+
+def test_forward_hook_can_replace_the_computation_and_hooks_nest() -> None:
+    net, x = Net(), _image()
+    order = []
+
+    def outer(module, args, forward):
+        order.append(("outer", type(module).__name__))
+        return forward(*args)
+
+    def skip_convs(module, args, forward):
+        order.append(("inner", type(module).__name__))
+        if isinstance(module, nn.Conv2d):  # hand on zeros of the right shape instead of convolving
+            n, _, h, w = args[0].shape
+            return minise.Tensor(np.zeros((n, module.weight.shape[0], h, w), np.float32))
+        return forward(*args)
+
+    with net.forward_hook(outer), net.stem.forward_hook(skip_convs):
+        y = net(x).numpy()
+    # stem's conv gives zeros, batch norm of zeros (training mode, bias 0) is zero, so the stem hands on zeros
+    zeros = minise.Tensor(np.zeros((2, 4, 5, 5), np.float32))
+    np.testing.assert_allclose(y, net.heads[0](net.pool(net.layers(zeros))).numpy(), rtol=1e-6)
+    assert not np.allclose(y, net(x).numpy())
+    assert order[:4] == [("outer", "Net"), ("outer", "Block"), ("inner", "Block"), ("outer", "Conv2d")]
+    assert order[4] == ("inner", "Conv2d")
+    assert ("inner", "Sequential") not in order  # the inner hook holds only below net.stem
+
+
+def test_forward_hook_is_removed_after_an_exception_and_needs_a_callable() -> None:
+    net, x = Net(), _image()
+
+    def boom(module, args, forward):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"), net.forward_hook(boom):
+        net(x)
+    assert all(not m._forward_hooks for m in net.modules())
+    net(x)  # runs normally again
+    with pytest.raises(TypeError, match="expected a callable hook"):
+        with net.forward_hook("print"):
+            pass
+
+
+def test_parameters_without_recursion_are_the_modules_own() -> None:
+    net = Net()
+    assert [n for n, _ in net.stem.named_parameters(recurse=False)] == ["scale"]
+    assert list(net.parameters(recurse=False)) == []
+    assert len(list(net.stem.parameters())) == 4
