@@ -1,7 +1,7 @@
 """Shared fixtures: the devices every op test runs on.
 
 ``device`` is "cpu" (NumPy) and "cuda". Without a GPU, "cuda" is the strict simulated device of
-``tests/strict_device.py``; with ``MINISE_TEST_GPU=1`` on a machine with CuPy and a GPU it is real
+``minise.testing``; with ``MINISE_TEST_GPU=1`` on a machine with CuPy and a GPU it is real
 CuPy, so the same tests check the real GPU path.
 """
 
@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 
 from minise import backend
-
-from . import strict_device
+from minise import testing as strict_device
 
 REAL_GPU = os.environ.get("MINISE_TEST_GPU") == "1"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--assignment", action="append", default=[], metavar="NAME",
-                     help="run only the graded tests of this assignment (see minise/assignments.py)")
+                     help="run only the graded tests of this assignment (see docs/instructors.md)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,8 +41,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     chosen = config.getoption("--assignment")
     if chosen:
         # a graded test lists the part it grades first, then the parts it also needs
+        from minise.assignments.plugin import assignment_of
+
         keep = [it for it in items if it.get_closest_marker("assignment") is not None
-                and it.get_closest_marker("assignment").args[0].split("/")[0] in chosen]
+                and assignment_of(it.get_closest_marker("assignment").args) in chosen]
         config.hook.pytest_deselected(items=[it for it in items if it not in keep])
         items[:] = keep
     if not REAL_GPU:

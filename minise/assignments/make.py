@@ -1,0 +1,144 @@
+"""``minise assignments make``: a student copy of the package, its tests and tutorials.
+
+Every marked region of the chosen assignments becomes one ``raise NotImplementedError(...)`` line
+(:mod:`.markers`); everything else stays byte for byte, with two exceptions:
+
+- the instructor's own material (:data:`INSTRUCTOR_ONLY`: the bank of known-wrong solutions and the
+  tests that prove the tooling) is left out;
+- the plain-loop references are taken out when an assignment that they would solve is stripped
+  (:data:`REFERENCE_ONLY`): every top-level function named ``*_reference`` and every top-level class
+  named ``*Reference`` in ``minise/`` becomes a stub that raises. So a student cannot pass the conv
+  assignment by calling ``conv2d_reference`` (or ``Conv2dReference``) instead of writing im2col.
+  The rule goes by name, so a reference moved to another module is still taken out.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from .markers import ASSIGNMENTS, AssignmentError, Region, find_regions, strip_solutions
+
+__all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "project_root", "make", "strip_references",
+           "ignore_caches", "remove_instructor_only"]
+
+# what a student copy contains, relative to the project root (missing entries are skipped)
+COPIED = ["minise", "tests", "tutorials", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
+
+# the instructor's material, never handed out: near-miss solutions, and the tests that use them
+INSTRUCTOR_ONLY = ["tests/assignments/wrong", "tests/assignments/test_assignments.py",
+                   "tests/assignments/test_sandbox.py", "tests/assignments/test_attacks.py",
+                   "tests/assignments/test_batch.py", "tests/assignments/test_gradescope.py",
+                   "tests/assignments/hostile.py"]
+
+# assignment -> the names (regular expression, matched in full) of the reference implementations
+# that would solve it: taken out of a copy that strips that assignment
+REFERENCE_ONLY: dict[str, str] = {"conv": r"[A-Za-z0-9_]*(_reference|Reference)"}
+
+
+def project_root() -> Path:
+    """The source checkout this minise was imported from (the folder holding minise/ and tests/)."""
+    root = Path(__file__).resolve().parent.parent.parent
+    if not (root / "tests").is_dir():
+        raise AssignmentError(f"no tests/ folder next to the minise package in {root}: making and grading "
+                              "assignments needs a source checkout (git clone, then pip install -e .)")
+    return root
+
+
+def ignore_caches(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "__pycache__" or n.endswith(".pyc")]
+
+
+def remove_instructor_only(root: Path) -> None:
+    for rel in INSTRUCTOR_ONLY:
+        p = root / rel
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+def strip_references(text: str, pattern: str, path: str = "<text>") -> tuple[str, list[str]]:
+    """``text`` with every top-level def/class whose name matches ``pattern`` (in full) replaced by a stub
+    of the same name that raises; returns the new text and the names taken out."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise AssignmentError(f"{path}: cannot be read as Python ({exc})") from None
+    lines = text.splitlines(keepends=True)
+    taken = []
+    for node in reversed(tree.body):
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or not re.fullmatch(pattern, node.name):
+            continue
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+        message = (f"{node.name} (a reference implementation) is not part of the student copy: "
+                   "write the assignment's own code instead")
+        if isinstance(node, ast.ClassDef):
+            stub = (f"class {node.name}:\n    \"\"\"Taken out of the student copy.\"\"\"\n\n"
+                    f"    def __init__(self, *args, **kwargs):\n        raise NotImplementedError({message!r})\n")
+        else:
+            stub = (f"def {node.name}(*args, **kwargs):\n    \"\"\"Taken out of the student copy.\"\"\"\n"
+                    f"    raise NotImplementedError({message!r})\n")
+        lines[first:node.end_lineno] = [stub]
+        taken.append(node.name)
+    return "".join(lines), sorted(taken)
+
+
+def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path | None = None) -> list[Region]:
+    """Write a student copy to ``out_dir`` (which must not exist or be empty); returns the stripped regions.
+
+    ``only``: the assignments to take out (default all); the others stay solved in the copy.
+    Every chosen assignment must have at least one marked region, or nothing is written.
+    """
+    source = Path(source) if source is not None else project_root()
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AssignmentError(f"{out} exists and is not an empty folder; choose a new folder (nothing was written)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    chosen = sorted(only) if only is not None else list(ASSIGNMENTS)
+    stripped: list[Region] = []
+    references: list[str] = []
+    staging = Path(tempfile.mkdtemp(prefix=".minise-assignment-", dir=out.parent))
+    try:
+        for name in COPIED:
+            src = source / name
+            if src.is_dir():
+                shutil.copytree(src, staging / name, ignore=ignore_caches)
+            elif src.is_file():
+                shutil.copy2(src, staging / name)
+        remove_instructor_only(staging)
+        patterns = [REFERENCE_ONLY[n] for n in chosen if n in REFERENCE_ONLY]
+        for py in sorted(staging.rglob("*.py")):
+            text = py.read_text(encoding="utf-8")
+            rel = py.relative_to(staging).as_posix()
+            new = text
+            regions = [r for r in find_regions(text, rel) if only is None or r.assignment in only]
+            if regions:
+                new = strip_solutions(text, only, rel)
+                stripped.extend(regions)
+            if rel.startswith("minise/"):
+                for pattern in patterns:
+                    new, taken = strip_references(new, pattern, rel)
+                    references.extend(f"{rel}:{name}" for name in taken)
+            if new != text:
+                compile(new, rel, "exec")  # a stripped file must still be valid Python
+                py.write_text(new, encoding="utf-8")
+        empty = [n for n in chosen if not any(r.assignment == n for r in stripped)]
+        if empty:
+            raise AssignmentError(f"no solution regions are marked for assignment(s) {', '.join(empty)}; "
+                                  "a copy without them would hand out the solutions (nothing was written)")
+        manifest = {"assignments": {n: ASSIGNMENTS[n] for n in chosen},
+                    "parts": sorted({r.tag for r in stripped}), "references_taken_out": sorted(references)}
+        (staging / "ASSIGNMENTS.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return stripped
