@@ -64,7 +64,10 @@ def _to_array(data: Any, dtype: Any = None, device: str | None = None) -> Any:
         arr = numpy.asarray(data)
         if dtype is None and arr.dtype.kind == "f" and not isinstance(data, numpy.generic):
             dtype = numpy.float32  # as PyTorch: Python floats become float32
-        data = backend.to_device(arr, device or backend.get_default_device())
+        # a NumPy scalar (e.g. the result of a reduction on the CPU) is host data like a NumPy array: it stays
+        # on the CPU; only Python numbers and lists go to the default device
+        host = isinstance(data, numpy.generic)
+        data = backend.to_device(arr, device or ("cpu" if host else backend.get_default_device()))
     elif device is not None:
         data = backend.to_device(data, device)
     else:
