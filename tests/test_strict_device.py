@@ -5,8 +5,7 @@ import pytest
 
 import minise
 from minise import Function, Tensor, backend
-
-from .strict_device import SYNCS, DeviceArray, xp
+from minise.testing import SYNCS, DeviceArray, xp
 
 
 def test_refuses_implicit_numpy():
@@ -68,3 +67,19 @@ def test_two_devices_in_one_op_is_an_error(simulated_gpu):
     b = Tensor(np.ones(3)).to("cuda")
     with pytest.raises(minise.DeviceError, match="two devices"):
         a + b
+
+
+def test_the_shipped_context_manager_binds_and_unbinds_the_device():
+    import minise.testing
+
+    with minise.testing.simulated_gpu() as dev:
+        assert dev is xp
+        x = Tensor(np.arange(3.0)).to("cuda")
+        assert isinstance(x.data, DeviceArray) and x.device == "cuda"
+        with pytest.raises(TypeError, match="implicit conversion of a simulated device array"):
+            np.asarray(x.data)
+    with pytest.raises(minise.DeviceError):  # unbound again: 'cuda' means CuPy, absent here
+        Tensor(np.arange(3.0)).to("cuda")
+    with pytest.raises(ValueError, match="'cpu' is NumPy itself"):
+        with minise.testing.simulated_gpu("cpu"):
+            pass

@@ -22,15 +22,16 @@ only the launch; pulling a Python number out (``float(x)``, ``.item()``) waits f
 
 With CuPy and a GPU present this step times a convolution and an SE-ResNet-20 training step on
 both devices and checks that they compute the same numbers. Without one it says so, shows the
-error you get, and runs the device switch on the test suite's simulated GPU (NumPy underneath,
-CuPy's strictness on top) so you can see the same code path.
+error you get, and runs the device switch on the simulated GPU that minise ships for testing
+(``minise.testing.simulated_gpu``: NumPy underneath, CuPy's strictness on top) so you can see the
+same code path.
 
 Run:  python tutorials/11_gpu_cupy.py [--out DIR] [--quick]
 """
 
 from __future__ import annotations
 
-import sys
+import contextlib
 
 import _common as C
 import numpy as np
@@ -40,6 +41,7 @@ import minise.functional as F
 from minise import DeviceError, Tensor, backend, models
 from minise.nn import init
 from minise.optim import SGD
+from minise.testing import simulated_gpu
 
 args = C.setup(__file__, __doc__)
 rng = np.random.default_rng(0)
@@ -93,21 +95,11 @@ if not has_gpu:
 
 # ----------------------------------------------------------------------------------------------
 C.section("2. The device switch")
-simulated = False
 if not has_gpu:
-    # Bind the name "cuda" to the strict simulated GPU of the test suite, to show the code path.
-    sys.path.insert(0, str(C.ROOT))
-    try:
-        from tests import strict_device  # noqa: PLC0415
-    except ImportError:
-        strict_device = None
-        print("(tests/strict_device.py is not available here, so the switch cannot be shown)")
-    if strict_device is not None:
-        backend.register_device("cuda", strict_device.xp, strict_device.DeviceArray)
-        simulated = True
-        print("no GPU: 'cuda' now means the SIMULATED device (NumPy arrays in a CuPy-strict wrapper)")
-
-if has_gpu or simulated:
+    # minise.testing ships a strict simulated GPU: inside the block below, "cuda" means it
+    print("no GPU: in this section 'cuda' means the SIMULATED device of minise.testing "
+          "(NumPy arrays in a CuPy-strict wrapper)")
+with contextlib.nullcontext() if has_gpu else simulated_gpu():
     x_cpu = Tensor(rng.standard_normal((4, 16, 8, 8)), requires_grad=True)  # float64 for an exact comparison
     x_gpu = x_cpu.to("cuda")  # a copy on the device, still connected to x_cpu in the graph
     print(f"x_cpu.device = {x_cpu.device!r} ({type(x_cpu.data).__module__}.{type(x_cpu.data).__name__}), "
