@@ -4,7 +4,9 @@
     minise experiment run se-vs-plain --out runs/exp --seeds 0,1,2 --protocol budget --jobs 2
     minise experiment report runs/exp
 
-Each run is an ordinary ``minise train`` run in ``DIR/<config>/seed<k>/``.
+Each run is an ordinary ``minise train`` run in ``DIR/<config>/seed<k>/`` (see
+:mod:`minise.experiment.runner`); the suites and protocols are in :mod:`minise.experiment.suites`,
+the statistics in :mod:`minise.experiment.report`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the suite's, else 0,1,2)")
     p.add_argument("--protocol", default=None, choices=("budget", "paper"),
                    help="training schedule (default: the suite's, else budget)")
+    p.add_argument("--configs", default=None, metavar="NAMES",
+                   help="only these configurations (comma-separated names or globs; their baselines come along)")
     p.add_argument("--jobs", type=int, default=1, help="trainings at once on this machine (threads split)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (with --jobs N, one GPU per job)")
     p.add_argument("--data-dir", default=None, help="folder with the CIFAR python-format data")

@@ -1,0 +1,353 @@
+"""`minise experiment`: suites end to end on tiny generated data, resume, skip, refusal, statistics, Dask."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import minise.experiment as experiment
+import minise.train
+from minise.data import cifar
+from minise.data.cifar import SPECS
+from minise.data.synthetic import make_synthetic, write_cifar_folder
+from minise.errors import UserError
+from minise.experiment import report, runner, suites
+from minise.experiment.report import paired_stats, summary_stats
+
+REPO = Path(__file__).resolve().parents[1]
+N_TRAIN, N_TEST = 64, 32
+
+# two configurations of the smallest CIFAR ResNet (6n + 2, n = 1), two epochs of four steps
+TINY_SUITE = """
+name = "tiny"
+title = "tiny suite for the tests"
+baseline = "resnet8"
+seeds = [0, 1]
+
+[overrides]
+epochs = {epochs}
+batch_size = 16
+lr = 0.05
+limit_train = {n_train}
+limit_test = {n_test}
+eval_batch_size = 32
+{data}
+
+[[config]]
+name = "resnet8"
+model = "resnet8"
+paper = 9.5
+
+[[config]]
+name = "se_resnet8"
+model = "se_resnet8"
+reduction = 4
+"""
+
+
+def tiny_suite(tmp_path: Path, epochs: int = 2, synthetic: bool = False, name: str = "tiny.toml") -> Path:
+    """A suite file; ``synthetic``: on minise's generated set (for worker processes, which do not see
+    the tests' patched CIFAR sizes), else on the tiny CIFAR-format folder of the ``tiny_cifar`` fixture."""
+    path = tmp_path / name
+    path.write_text(TINY_SUITE.format(epochs=epochs, n_train=N_TRAIN, n_test=N_TEST,
+                                      data='data = "synthetic"' if synthetic else ""))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINISE_OFFLINE", "1")
+
+    def refuse(url: str, dest: Path, timeout: float = 30.0) -> None:
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(cifar, "fetch_url", refuse)
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A CIFAR-10 folder in the python format with 64 training and 32 test images (and SPECS that expect them)."""
+    monkeypatch.setitem(SPECS, "cifar10", dataclasses.replace(SPECS["cifar10"], train_count=N_TRAIN,
+                                                             test_count=N_TEST))
+    root = tmp_path / "data"
+    write_cifar_folder(root, make_synthetic(N_TRAIN, N_TEST, num_classes=10, seed=3), "cifar10")
+    return root
+
+
+def args_for(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    experiment.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def run_cli(*argv: str) -> int:
+    return experiment.run(args_for(*argv))
+
+
+def results_by_config(root: Path) -> dict[str, dict[str, str]]:
+    with open(root / "results.csv", newline="") as f:
+        return {row["config"]: row for row in csv.DictReader(f)}
+
+
+# ----------------------------------------------------------------------------- statistics by hand
+def test_summary_stats_by_hand() -> None:
+    s = summary_stats([1.0, 2.0, 3.0, 4.0])
+    # mean 2.5; sd = sqrt(((1.5² + 0.5²) · 2) / 3) = sqrt(5/3); t_{0.975, 3} = 3.182446305 (tables)
+    assert s["n"] == 4 and s["mean"] == 2.5
+    assert s["sd"] == pytest.approx(math.sqrt(5 / 3), rel=1e-12)
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert (s["lo"], s["hi"]) == (pytest.approx(2.5 - half, rel=1e-9), pytest.approx(2.5 + half, rel=1e-9))
+    one = summary_stats([7.0])
+    assert one["mean"] == 7.0 and math.isnan(one["sd"]) and math.isnan(one["lo"])
+    assert summary_stats([])["n"] == 0
+
+
+def test_paired_stats_by_hand() -> None:
+    # d = (1, 2, 0.5): mean 7/6, variance 7/12, standard error sqrt(7)/6, t = sqrt(7) on 2 degrees of freedom;
+    # for 2 degrees of freedom F(t) = 1/2 + t / (2 sqrt(2 + t²)), so p = 1 - t / sqrt(2 + t²) = 1 - sqrt(7)/3
+    ours = {0: 10.0, 1: 12.0, 2: 11.0, 5: 3.0}  # seed 5 has no partner: not paired
+    base = {0: 9.0, 1: 10.0, 2: 10.5}
+    d = paired_stats(ours, base)
+    assert d["seeds"] == [0, 1, 2] and d["n"] == 3
+    assert d["mean"] == pytest.approx(7 / 6, rel=1e-12)
+    assert d["sd"] == pytest.approx(math.sqrt(7 / 12), rel=1e-12)
+    half = 4.302652729696142 * math.sqrt(7) / 6  # t_{0.975, 2} from tables
+    assert d["lo"] == pytest.approx(7 / 6 - half, rel=1e-9) and d["hi"] == pytest.approx(7 / 6 + half, rel=1e-9)
+    assert d["p"] == pytest.approx(1 - math.sqrt(7) / 3, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- suites
+def test_builtin_suites_have_their_baselines_and_the_preact_rows() -> None:
+    for suite in suites.SUITES.values():
+        names = {c.name for c in suite.configs}
+        assert suite.baseline is not None
+        assert all(c.baseline in names for c in suite.configs if c.baseline)
+        assert len(names) == len(suite.configs)
+    svp = suites.SUITES["se-vs-plain"]
+    # issue 9 fix 5: the paper's CIFAR 110/164 rows are the pre-activation networks
+    assert svp.config("se_preact_resnet110").paper == {"cifar10": 5.21, "cifar100": 23.85}
+    assert svp.config("preact_resnet164").paper["cifar10"] == 5.46
+    assert svp.config("se_preact_resnet164").baseline == "preact_resnet164"
+    assert "cifar10" not in svp.config("se_resnet110").paper  # the paper has no SE row for He et al.'s ResNet-110
+    assert [c.name for c in suites.SUITES["reduction"].configs] == [
+        "se_resnet20", "se_resnet20-r2", "se_resnet20-r4", "se_resnet20-r8", "se_resnet20-r32"]
+    assert suites.SUITES["stages"].config("se_resnet20-stage2").options["model_options"] == {"se_stages": [2]}
+
+
+def test_toml_suite_errors_are_one_line_user_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[config]]\nname = "a"\nmodel = "resnet8"\nepochz = 3\n')
+    with pytest.raises(UserError, match="unknown option.*epochz"):
+        suites.load_suite(str(bad))
+    bad.write_text('baseline = "b"\n[[config]]\nname = "a"\nmodel = "resnet8"\n')
+    with pytest.raises(UserError, match="baseline 'b'"):
+        suites.load_suite(str(bad))
+    bad.write_text("[[config]\n")
+    with pytest.raises(UserError, match="not a readable TOML"):
+        suites.load_suite(str(bad))
+    with pytest.raises(UserError, match="unknown suite 'nope'"):
+        suites.load_suite("nope")
+
+
+def test_bad_model_options_are_refused_before_any_run(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[[config]]\nname = "a"\nmodel = "se_resnet8"\nmodel_options = { se_stages = [1] }\n')
+    with pytest.raises(UserError, match="stage 1 is conv1"):
+        run_cli("run", str(path), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- a whole suite
+def test_whole_suite_end_to_end_then_skip_then_refusal(tmp_path: Path, tiny_cifar: Path,
+                                                        capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = tiny_suite(tmp_path)
+    out = tmp_path / "exp"
+    assert run_cli("run", str(suite), "--out", str(out), "--data-dir", str(tiny_cifar)) == 0
+    printed = capsys.readouterr().out
+    assert "2 configuration(s) x 2 seed(s) = 4 run(s)" in printed
+    assert printed.count("test error") == 4 and "[4/4]" in printed and "all done" in printed
+    for name in ("resnet8", "se_resnet8"):
+        for seed in (0, 1):
+            folder = out / name / f"seed{seed}"
+            for f in ("config.json", "metrics.csv", "last.npz", "best.npz", "result.json", "train.log"):
+                assert (folder / f).is_file(), folder / f
+            result = json.loads((folder / "result.json").read_text())
+            assert result["status"] == "done" and result["epochs"] == 2
+            cfg = json.loads((folder / "config.json").read_text())
+            assert (cfg["model"], cfg["seed"], cfg["epochs"], cfg["data"]) == (name, seed, 2, "cifar")
+
+    # the report's numbers against the runs' own metrics, computed here by hand
+    assert run_cli("report", str(out)) == 0
+    rows = results_by_config(out)
+    finals = {}
+    for name in ("resnet8", "se_resnet8"):
+        finals[name] = {}
+        for seed in (0, 1):
+            metrics = list(csv.DictReader(open(out / name / f"seed{seed}" / "metrics.csv")))
+            finals[name][seed] = 100 * (1 - float(metrics[-1]["test_acc"]))
+        a, b = finals[name][0], finals[name][1]
+        row = rows[name]
+        assert float(row["final_error_mean"]) == pytest.approx((a + b) / 2, abs=1e-9)
+        assert float(row["final_error_sd"]) == pytest.approx(abs(a - b) / math.sqrt(2), abs=1e-9)
+        half = 12.706204736174698 * abs(a - b) / 2  # t_{0.975, 1} · sd / sqrt(2)
+        assert float(row["final_error_ci_high"]) == pytest.approx((a + b) / 2 + half, abs=1e-9)
+        assert (row["done"], row["runs"]) == ("2", "2")
+    d = [finals["se_resnet8"][s] - finals["resnet8"][s] for s in (0, 1)]
+    se_row = rows["se_resnet8"]
+    assert se_row["baseline"] == "resnet8" and se_row["paired_n"] == "2"
+    assert float(se_row["diff_mean"]) == pytest.approx(sum(d) / 2, abs=1e-9)
+    assert rows["resnet8"]["paper_error"] == "9.5" and rows["resnet8"]["baseline"] == ""
+    md = (out / "results.md").read_text()
+    assert "## tiny: tiny suite for the tests" in md and "the error at the final epoch" in md
+    assert "(`se_resnet8`) | 2/2 |" in md
+    assert (out / "tiny_errors.png").stat().st_size > 1000 and (out / "tiny_curves.png").stat().st_size > 1000
+    with open(out / "runs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+
+    # run again: every run is finished, none is trained again
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("last.npz")}
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(minise.train, "train", no_training)
+    assert run_cli("run", str(suite), "--out", str(out), "--data-dir", str(tiny_cifar)) == 0
+    monkeypatch.undo()
+    assert "4 already finished (skipped)" in capsys.readouterr().out
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("last.npz")}
+
+    # the same folder with a changed configuration is refused, before anything is touched
+    changed = tiny_suite(tmp_path, epochs=3, name="tiny3.toml")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="different configuration.*epochs: 2 there, 3 planned"):
+        run_cli("run", str(changed), "--out", str(out), "--data-dir", str(tiny_cifar))
+    assert before == {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_report_shows_diverged_and_missing_runs(tmp_path: Path) -> None:
+    """A diverged run and a missing one are listed, counted in "runs" and kept out of the mean, never hidden."""
+    out = tmp_path / "exp"
+    record = {"suites": {"s": {"title": "t", "protocol": "budget", "protocol_note": "budget", "overrides": {},
+                               "dataset": "cifar10", "seeds": [0, 1, 2], "paper_note": "",
+                               "configs": [{"name": "a", "label": "A", "baseline": None, "paper": {}},
+                                           {"name": "b", "label": "B", "baseline": "a", "paper": {"cifar10": 5.0}}]}}}
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps(record))
+    errors = {("a", 0): 30.0, ("a", 1): 32.0, ("a", 2): 31.0, ("b", 0): 29.0, ("b", 2): 30.5}
+    for (name, seed), err in errors.items():
+        folder = out / name / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(f"epoch,test_acc\n1,0.5\n2,{1 - err / 100}\n")
+        (folder / "result.json").write_text(json.dumps({"status": "done", "final_error": err, "best_error": err,
+                                                        "best_epoch": 2, "epochs": 2, "params": 10, "macs": 20}))
+    folder = out / "b" / "seed1"  # seed 1 of b diverged in its second epoch
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("epoch,test_acc\n1,0.4\n")
+    (folder / "result.json").write_text(json.dumps({"status": "diverged", "epochs": 1, "message": "loss is nan"}))
+    (out / "a" / "seed1" / "result.json").unlink()  # and seed 1 of a never finished: missing
+
+    report.write_report(out)
+    rows = results_by_config(out)
+    assert (rows["a"]["runs"], rows["a"]["done"], rows["a"]["missing"]) == ("3", "2", "1")
+    assert float(rows["a"]["final_error_mean"]) == pytest.approx(30.5)
+    assert (rows["b"]["done"], rows["b"]["diverged"]) == ("2", "1")
+    assert float(rows["b"]["final_error_mean"]) == pytest.approx(29.75)
+    # paired over the seeds both finished: 0 and 2, d = (-1, -0.5)
+    assert rows["b"]["paired_n"] == "2" and float(rows["b"]["diff_mean"]) == pytest.approx(-0.75)
+    md = (out / "results.md").read_text()
+    assert "| 2/3 (1 missing) |" in md and "| 2/3 (1 diverged) |" in md
+    assert "`b` seed 1 **diverged** after 1 epoch(s)" in md and "`a` seed 1 is **missing**" in md
+    assert "0 is inside the interval" in md or "the interval excludes 0" in md
+
+
+# ----------------------------------------------------------------------------- resume after a kill
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "MINISE_OFFLINE": "1", "MINISE_NUM_THREADS": "1"}
+
+
+def test_resume_after_a_killed_run(tmp_path: Path) -> None:
+    """Kill `minise experiment run` in the middle of a run; the next call continues from its last.npz and
+    ends with exactly the numbers of an uninterrupted run."""
+    suite = tiny_suite(tmp_path, epochs=4, synthetic=True)
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    cmd = [sys.executable, "-m", "minise", "experiment", "run", str(suite), "--seeds", "0", "--configs",
+           "resnet8"]
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    folder = killed / "resnet8" / "seed0"
+    deadline = time.monotonic() + 240
+    while not (folder / "last.npz").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (folder / "result.json").exists(), "the run ended before it could be killed"
+    epochs_before = len(runner.read_metrics(folder))
+    assert 1 <= epochs_before < 4
+
+    assert run_cli("run", str(suite), "--seeds", "0", "--configs", "resnet8", "--out", str(killed)) == 0
+    assert "continuing from" in (folder / "train.log").read_text()
+    assert run_cli("run", str(suite), "--seeds", "0", "--configs", "resnet8", "--out", str(whole)) == 0
+    a = runner.read_metrics(folder)
+    b = runner.read_metrics(whole / "resnet8" / "seed0")
+    assert [r["epoch"] for r in a] == [1, 2, 3, 4]
+    assert [(r["train_loss"], r["test_acc"]) for r in a] == [(r["train_loss"], r["test_acc"]) for r in b]
+
+
+# ----------------------------------------------------------------------------- parallel runs
+def test_jobs_run_in_worker_processes_with_their_share_of_the_cores(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "_cores", lambda: 2)
+    suite = tiny_suite(tmp_path, synthetic=True)
+    out = tmp_path / "exp"
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    assert run_cli("run", str(suite), "--seeds", "0", "--jobs", "2", "--out", str(out)) == 0
+    for name in ("resnet8", "se_resnet8"):
+        result = json.loads((out / name / "seed0" / "result.json").read_text())
+        assert result["status"] == "done" and result["threads"] == 1
+        assert (out / name / "seed0" / "worker.log").is_file()
+    with pytest.raises(UserError, match="oversubscribe"):
+        run_cli("run", str(suite), "--seeds", "0", "--jobs", "3", "--out", str(tmp_path / "other"))
+
+
+def test_thread_env_limits_every_pool() -> None:
+    env = runner.thread_env(3)
+    assert {env[k] for k in ("MINISE_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")} \
+        == {"3"}
+
+
+# ----------------------------------------------------------------------------- Dask
+def test_dask_local_cluster_runs_reach_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    distributed = pytest.importorskip("distributed")
+    suite = tiny_suite(tmp_path, synthetic=True)
+    out = tmp_path / "exp"
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    with distributed.LocalCluster(n_workers=2, processes=True, host="127.0.0.1", threads_per_worker=1,
+                                  dashboard_address=None, env={"MINISE_NUM_THREADS": "1"}) as cluster:
+        assert run_cli("run", str(suite), "--seeds", "0", "--out", str(out),
+                       "--scheduler", cluster.scheduler_address) == 0
+    for name in ("resnet8", "se_resnet8"):
+        folder = out / name / "seed0"
+        result = json.loads((folder / "result.json").read_text())
+        assert result["status"] == "done"
+        # the files came back with the task result (the worker trained in a temporary folder of its own)
+        for f in ("config.json", "metrics.csv", "train.log", "last.npz"):
+            assert (folder / f).is_file(), f
+    assert run_cli("report", str(out)) == 0
+    rows = results_by_config(out)
+    assert rows["se_resnet8"]["done"] == "1" and rows["resnet8"]["done"] == "1"
+    assert float(rows["resnet8"]["final_error_mean"]) == pytest.approx(
+        json.loads((out / "resnet8" / "seed0" / "result.json").read_text())["final_error"])
