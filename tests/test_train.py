@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,9 @@ def test_plan_and_presets() -> None:
     assert (per_epoch, total, epochs) == (391, 64000, 164)
     optimizer = minise.optim.SGD([minise.Tensor(np.zeros(2), requires_grad=True)], lr=0.1)
     schedule = train_mod._make_schedule(he, optimizer, per_epoch, total)
+    # He et al.'s warm-up: lr 0.01 for the first 400 iterations, then 0.1
+    assert [schedule.lr_at(t)[0] for t in (0, 399)] == [pytest.approx(0.01)] * 2
+    assert schedule.lr_at(400)[0] == 0.1 and he["warmup_iters"] == 400
     assert schedule.lr_at(31999)[0] == 0.1 and schedule.lr_at(32000)[0] == pytest.approx(0.01)
     assert schedule.lr_at(48000)[0] == pytest.approx(0.001)
     # --epochs after the preset: counted in epochs, milestones at half and three quarters
@@ -161,6 +165,9 @@ def test_plan_and_presets() -> None:
     assert short["iterations"] is None and short["milestone_iters"] is None
     assert _plan(short, 1000) == (8, 64, 8)
     assert _plan(dict(short, drop_last=True), 1000) == (7, 56, 8)
+    # --warmup-epochs after the preset replaces its warm-up counted in iterations
+    assert resolve_config({"preset": "he2016", "warmup_epochs": 1.0})["warmup_iters"] is None
+    assert resolve_config(he) == he  # a complete configuration comes back unchanged
     quick = resolve_config({"quick": True, "lr": 0.2})
     assert quick["lr"] == 0.2 and quick["limit_train"] == train_mod.QUICK["limit_train"]
 
@@ -274,3 +281,188 @@ def test_training_on_the_simulated_gpu_matches_the_cpu(tmp_path: Path, simulated
     assert abs(cpu["history"][0]["test_acc"] - gpu["history"][0]["test_acc"]) <= 1 / 20
     arrays, _ = load_checkpoint(tmp_path / "gpu" / "last.npz")  # saved as host arrays
     assert all(isinstance(v, np.ndarray) for v in arrays.values())
+
+
+# ----------------------------------------------------------------------------- issue 14: honest ends of a run
+def _accuracies(monkeypatch: pytest.MonkeyPatch, values: list[float]) -> None:
+    """Make the per-epoch test accuracy follow ``values`` (the loop's decisions depend only on it)."""
+    real, it = train_mod.evaluate, iter(values)
+
+    def fake(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result["accuracy"] = next(it)
+        return result
+
+    monkeypatch.setattr(train_mod, "evaluate", fake)
+
+
+def _kill_at(monkeypatch: pytest.MonkeyPatch, name: str, epoch: int) -> None:
+    """Ctrl-C (as kill would) just before ``name`` of ``epoch`` is written."""
+    real = train_mod.save_checkpoint
+
+    def save(path, arrays, meta):
+        if Path(path).name == name and meta["epoch"] == epoch:
+            raise KeyboardInterrupt
+        return real(path, arrays, meta)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+
+
+def test_best_checkpoint_is_repaired_after_a_stop_between_last_and_best(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _accuracies(m, [0.20, 0.25])
+        _kill_at(m, "best.npz", epoch=2)
+        with pytest.raises(train_mod.Interrupted, match=r"last checkpoint, .*last.npz \(epoch 2\)"):
+            train(TINY, out=out, progress=False, log=_quiet)
+    assert load_checkpoint(out / "last.npz")[1]["best_epoch"] == 2
+    assert load_checkpoint(out / "best.npz")[1]["epoch"] == 1  # one improvement behind
+    (out / "best.npz.x1y2.tmp").write_bytes(b"half")  # and the debris of a write cut short
+    lines: list[str] = []
+    _accuracies(monkeypatch, [0.1])
+    summary = train({}, resume=out, stop_after=2, progress=False, log=lines.append)
+    assert summary["best_epoch"] == 2 and summary["best_acc"] == 0.25
+    best_arrays, best_meta = load_checkpoint(out / "best.npz")
+    assert best_meta["epoch"] == 2 and best_meta["best_acc"] == 0.25
+    assert (out / "best.npz").read_bytes() == (out / "last.npz").read_bytes()
+    assert any("restored best.npz" in line for line in lines)
+    assert not list(out.glob("*.tmp"))
+
+
+def test_best_checkpoint_missing_after_the_first_epoch_is_restored(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _kill_at(m, "best.npz", epoch=1)
+        with pytest.raises(KeyboardInterrupt):
+            train(TINY, out=out, progress=False, log=_quiet)
+    assert not (out / "best.npz").exists()
+    train({}, resume=out, stop_after=1, progress=False, log=_quiet)  # nothing left to train: only the repair
+    assert load_checkpoint(out / "best.npz")[1]["epoch"] == 1
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+    out = tmp_path / "run"
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--out", str(out), "--progress", "off"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err == "minise: interrupted before the first epoch ended: no checkpoint was written\n"
+    assert not (out / "last.npz").exists()
+
+
+def test_ctrl_c_later_names_the_checkpoint_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, calls = train_mod.train_epoch, [0]
+
+    def second_interrupted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", second_interrupted)
+    out = tmp_path / "run"
+    with pytest.raises(train_mod.Interrupted) as info:
+        train(TINY, out=out, progress=False, log=_quiet)
+    last = out / "last.npz"
+    assert str(info.value) == (f"interrupted; continue from the last checkpoint, {last} (epoch 1), with "
+                               f"`minise train --resume {last}`")
+
+
+def _tiny_cifar(root: Path, monkeypatch: pytest.MonkeyPatch, change=None) -> Path:
+    """A CIFAR-10 folder of 64 training and 40 test images (SPECS told to expect those counts)."""
+    import dataclasses  # noqa: PLC0415
+
+    from minise.data import SPECS, make_synthetic, write_cifar_folder  # noqa: PLC0415
+
+    monkeypatch.setitem(SPECS, "cifar10", dataclasses.replace(SPECS["cifar10"], train_count=64, test_count=40))
+    data = make_synthetic(64, 40, seed=2)
+    if change is not None:
+        change(data)
+    write_cifar_folder(root, data)
+    return root
+
+
+def test_quick_on_a_damaged_cifar_copy_names_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    root = _tiny_cifar(tmp_path / "data", monkeypatch)
+    (root / "cifar-10-batches-py" / "data_batch_4").write_bytes(b"\x80\x02}q\x00truncated")
+    out = tmp_path / "run"
+    assert main(["train", "--quick", "--data-dir", str(root), "--out", str(out), "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: ") and "data_batch_4 is not a readable CIFAR batch" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_generated_data_runs_are_named_and_titled_as_generated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    titles: list[str] = []
+    monkeypatch.setattr(train_mod, "plot_curves", lambda history, path, title="": titles.append(title))
+    monkeypatch.chdir(tmp_path)
+    lines: list[str] = []
+    cfg = resolve_config({"quick": True, "model": "se_resnet8", "limit_train": 32, "limit_test": 20, "epochs": 1})
+    summary = train(cfg, data_dir=tmp_path / "no-cifar", progress=False, log=lines.append)
+    assert summary["synthetic"]
+    folder = Path(summary["out"])
+    assert folder.parent == Path("runs") and folder.name.startswith("se_resnet8-generated-")
+    assert titles == ["se_resnet8 on generated data (not CIFAR)"]
+    assert lines[1].startswith("data: GENERATED data (not CIFAR): 32 training / 20 test images")
+    assert load_checkpoint(folder / "last.npz")[1]["config"]["data"] == "synthetic"
+
+
+def test_constant_images_are_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def flat(data) -> None:
+        data.train_images[:, 1] = 77  # the green channel of every training image is the same
+
+    root = _tiny_cifar(tmp_path / "data", monkeypatch, flat)
+    cfg = dict(TINY, data=None)
+    with pytest.raises(train_mod.DataError, match=r"constant in channel\(s\) \[1\] \(standard deviation 0\)"):
+        train(cfg, data_dir=root, out=tmp_path / "run", progress=False, log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def _tampered(tiny_run: tuple[Path, dict], folder: Path, change) -> Path:
+    from minise.checkpoint import save_checkpoint  # noqa: PLC0415
+
+    arrays, meta = load_checkpoint(tiny_run[0] / "last.npz")
+    change(meta)
+    meta.pop("format")
+    return save_checkpoint(folder / "last.npz", arrays, meta)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["config"].update(epochs=-3),
+     r"its saved configuration is invalid \(--epochs must be positive, got -3\)"),
+    (lambda m: m["config"].update(lr="fast"), r"--lr must be a finite number >= 0, got 'fast'"),
+    (lambda m: m["config"].update(surprise=1), r"its configuration has unknown key\(s\) surprise"),
+    (lambda m: m.pop("config"), r"its header lacks 'config'"),
+    (lambda m: m.update(epoch="two"), r"its header's 'epoch' is 'two'"),
+    (lambda m: m.update(std=[0.2, 0.0, 0.2]), r"its header's 'std' is \[0.2, 0.0, 0.2\]"),
+    (lambda m: m.update(best_epoch=9), r"best epoch 9 lies after the epoch 2"),
+    (lambda m: m.update(rng_state={"state": 1}), r"optimizer, schedule or random state does not fit"),
+])
+def test_tampered_checkpoint_is_refused_on_resume(tiny_run: tuple[Path, dict], tmp_path: Path, change, message: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    path = _tampered(tiny_run, tmp_path, change)
+    assert main(["train", "--resume", str(path), "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: ") and len(err.splitlines()) == 1
+    assert re.search(message, err), err
+
+
+def test_environment_device_is_used_by_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, simulated_gpu,
+                                            capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(minise.backend, "_default_device", None)
+    monkeypatch.setenv("MINISE_DEVICE", "cuda")
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "16",
+            "--limit-test", "10", "--batch-size", "16", "--epochs", "1", "--out", str(tmp_path / "run"),
+            "--progress", "off"]
+    assert main(args) == 0
+    assert "parameters) on cuda;" in capsys.readouterr().out
+    assert main([*args[:-4], "--out", str(tmp_path / "run2"), "--device", "cpu", "--progress", "off"]) == 0
+    assert "parameters) on cpu;" in capsys.readouterr().out  # --device wins
