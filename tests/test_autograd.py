@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 
 import minise
+import minise.functional as F
 from minise import Function, Tensor, no_grad
+
+from .conftest import on
 
 
 def test_a_small_graph_by_hand():
@@ -167,7 +170,7 @@ def test_backward_through_intermediates_nobody_holds(no_cyclic_gc):
     np.testing.assert_allclose(x.grad.numpy(), 3 * (2 * (2 * xv) + 1) * 2 + 0.5 * 2)
 
 
-def test_an_unused_output_of_a_two_output_function_gets_zeros(no_cyclic_gc):
+def test_an_unused_output_of_a_two_output_function_gets_zeros(no_cyclic_gc, device):
     class Split(Function):
         """(2x, x²); ∂L/∂x = 2 g1 + 2x g2"""
 
@@ -179,16 +182,15 @@ def test_an_unused_output_of_a_two_output_function_gets_zeros(no_cyclic_gc):
             (x,) = self.saved
             return 2 * g1 + 2 * x * g2
 
-    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    x = Tensor(on(device, np.array([1.0, 2.0])), requires_grad=True)
     first, second = Split()(x)
-    del second                      # dropped before backward: its gradient is zero
+    del second                      # dropped before backward: its gradient is zero (a stand-in on x's device)
     first.sum().backward()
+    assert x.grad.device == device
     np.testing.assert_allclose(x.grad.numpy(), [2.0, 2.0])
 
 
 # ------------------------------------------------------------------ integer and bool inputs (one rule for every op)
-import minise.functional as F  # noqa: E402
-
 _X = np.array([[[[1, -2, 3], [4, 0, -1], [2, 2, -3]]], [[[0, 1, -1], [3, -2, 2], [1, 0, 4]]]])  # (2, 1, 3, 3)
 
 
@@ -211,7 +213,7 @@ def _floating_ops():
         "cross_entropy": lambda x: F.cross_entropy(F.flatten(x), Tensor(np.array([0, 8]))),
         "mean": lambda x: F.mean(x),
         "div": lambda x: x / 4,
-        "pow": lambda x: x**2,
+        "pow": lambda x: x**3.0,  # a float power: floats, as in PyTorch
         "times_a_float": lambda x: x * 2.5,
         "plus_a_float_tensor": lambda x: x + Tensor(np.float32(0.25)),
     }
@@ -237,7 +239,7 @@ def test_conv2d_of_an_integer_image_is_not_truncated():
 
 def test_integer_closed_ops_keep_integers_as_pytorch():
     a = Tensor(np.array([[1, 2], [3, 4]]))
-    for y in (a + a, a - 1, a * 3, -a, a.sum(), a @ a, a.reshape(4), a[0], F.concat([a, a])):
+    for y in (a + a, a - 1, a * 3, -a, a.sum(), a @ a, a**2, a.reshape(4), a[0], F.concat([a, a])):
         assert y.dtype == np.int64
     assert (Tensor(np.array([True])) + 1).dtype == np.int64  # an int with a bool tensor: int64
     assert (a * 2.5).numpy().tolist() == [[2.5, 5.0], [7.5, 10.0]]  # not truncated to 2, 4, ...
@@ -265,3 +267,30 @@ def test_class_labels_stay_integers_and_float_labels_are_refused():
 def test_a_tensor_of_non_numbers_is_refused_at_construction(values):
     with pytest.raises(TypeError, match=r"^Tensor: values of dtype .* are not numbers"):
         Tensor(values)
+
+
+def test_dtypes_as_pytorch_gives_them():
+    torch = pytest.importorskip("torch")
+    cases = {  # name: (the operation, its arguments as NumPy arrays or Python numbers)
+        "int64 * 2.5": (lambda a: a * 2.5, [np.array([1, 2])]),
+        "uint8 * 3": (lambda a: a * 3, [np.array([1, 2], np.uint8)]),
+        "bool + 1": (lambda a: a + 1, [np.array([True, False])]),
+        "bool + 1.5": (lambda a: a + 1.5, [np.array([True, False])]),
+        "int64 + float32": (lambda a, b: a + b, [np.array([1, 2]), np.array([0.5, 0.25], np.float32)]),
+        "int32 * float64": (lambda a, b: a * b, [np.array([1, 2], np.int32), np.array([0.5, 0.25])]),
+        "int64 / int64": (lambda a, b: a / b, [np.array([1, 2]), np.array([2, 4])]),
+        "int64 ** 2": (lambda a: a**2, [np.array([1, 2])]),
+        "int64 ** 0.5": (lambda a: a**0.5, [np.array([1, 4])]),
+        "int64 @ int64": (lambda a, b: a @ b, [np.eye(2, dtype=np.int64), np.ones((2, 2), np.int64)]),
+        "sigmoid(int64)": ("sigmoid", [np.array([0, 1])]),
+        "tanh(bool)": ("tanh", [np.array([True, False])]),
+    }
+    for name, (op, args) in cases.items():
+        if isinstance(op, str):
+            ours = getattr(F, op)(*[Tensor(a) for a in args])
+            theirs = getattr(torch, op)(*[torch.from_numpy(a) for a in args])
+        else:
+            ours = op(*[Tensor(a) for a in args])
+            theirs = op(*[torch.from_numpy(a) for a in args])
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", ""), name
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, err_msg=name)

@@ -107,6 +107,8 @@ class Pow(Function):
 
     def __init__(self, p: float) -> None:
         self.p = p
+        # integers to a whole power stay integers (as in PyTorch); to any other power they become floats
+        self.keeps_integers = isinstance(p, int) and not isinstance(p, bool) and p >= 0
 
     def forward(self, x):
         self.save(x)

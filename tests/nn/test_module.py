@@ -306,3 +306,32 @@ def test_parameters_without_recursion_are_the_modules_own() -> None:
     assert [n for n, _ in net.stem.named_parameters(recurse=False)] == ["scale"]
     assert list(net.parameters(recurse=False)) == []
     assert len(list(net.stem.parameters())) == 4
+
+
+def test_a_network_evaluated_without_no_grad_frees_its_activations_at_once() -> None:
+    # Functions hold their outputs weakly: dropping the output frees the whole graph by reference
+    # counting; with Tensor <-> Function cycles it stayed until the cyclic garbage collector ran
+    import gc
+    import tracemalloc
+
+    import minise.models as M
+
+    model = M.create("se_resnet20")
+    x = minise.Tensor(np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    model(x)  # first call: anything cached once is made now
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        y = model(x)
+        held = tracemalloc.get_traced_memory()[0] - base
+        del y
+        left = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        if was_enabled:
+            gc.enable()
+    assert held > 5e6, f"the graph of a forward pass should hold the activations (~15 MB), held {held / 1e6:.1f} MB"
+    assert left < 0.02 * held, f"{left / 1e6:.2f} MB of {held / 1e6:.2f} MB still held after the output was dropped"
