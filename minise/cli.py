@@ -19,7 +19,6 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -161,13 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
 def train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(configuration, keyword arguments of :func:`minise.train.train`) from ``minise train``'s arguments.
 
-    A fresh run's configuration is resolved and checked; with --resume the configuration comes from
-    the checkpoint and an option that contradicts it is refused. Raises :class:`UserError` (or
-    :class:`~minise.checkpoint.CheckpointError` for an unreadable checkpoint).
+    A fresh run's configuration is resolved and checked (:class:`UserError` when it cannot be
+    used); with --resume the configuration comes from the checkpoint, read once by ``train``, which
+    refuses any option given here that contradicts it (``resume_options``).
     """
-    from .checkpoint import load_meta  # noqa: PLC0415
     from .errors import UserError  # noqa: PLC0415
-    from .train import RESUME_FREE, resolve_config  # noqa: PLC0415
+    from .train import resolve_config  # noqa: PLC0415
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     kwargs = {
@@ -179,17 +177,7 @@ def train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         raise UserError(f"--stop-after must be at least 1, got {kwargs['stop_after']}")
     if kwargs["resume"] is None:
         return resolve_config(given), kwargs
-    path = Path(kwargs["resume"])
-    path = path / "last.npz" if path.is_dir() else path
-    saved = load_meta(path).get("config")
-    saved = saved if isinstance(saved, dict) else {}
-    for key, value in given.items():
-        if key not in RESUME_FREE and saved.get(key) != value:
-            raise UserError(
-                f"--resume continues a run with its saved configuration, but --{key.replace('_', '-')} "
-                f"{one_line(value, 40)} differs from the checkpoint's {one_line(saved.get(key), 40)}; leave it out "
-                "or start a new run")
-    return {}, kwargs
+    return {}, {**kwargs, "resume_options": given}  # checked against the checkpoint when train() reads it
 
 
 def _print(line: str) -> None:

@@ -592,6 +592,17 @@ def _start(cfg: dict[str, Any], data: CIFAR, device: str, resumed: _Resume | Non
     return run
 
 
+def _refuse_changes(resumed: _Resume, options: dict[str, Any]) -> None:
+    """A resumed run keeps its saved configuration: an option that says otherwise is a usage error."""
+    saved = resumed.meta["config"]
+    for key, value in options.items():
+        if key not in RESUME_FREE and saved.get(key) != value:
+            raise UserError(
+                f"--resume continues a run with its saved configuration, but --{key.replace('_', '-')} "
+                f"{one_line(value, 40)} differs from the checkpoint's {one_line(saved.get(key), 40)}; leave it "
+                "out or start a new run")
+
+
 def _run_folder(out: str | os.PathLike | None, cfg: dict[str, Any], resumed: _Resume | None) -> Path:
     if out is not None:
         return Path(out)
@@ -715,13 +726,15 @@ def _saved_so_far(out_dir: Path, run: _Run | None, resumed: _Resume | None) -> t
 
 def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           device: str | None = None, resume: str | os.PathLike | None = None, stop_after: int | None = None,
-          log: Callable[[str], None] = print, progress: bool | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] = print, progress: bool | None = None,
+          resume_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train as ``config`` says (see :data:`DEFAULTS` and :func:`resolve_config`); returns the run's summary.
 
     ``device``: "cpu" or "cuda" (None: the default device, i.e. ``MINISE_DEVICE`` or "cpu").
     ``resume``: a checkpoint (or run folder) to continue from; its configuration is used and
-    ``config`` is ignored. ``stop_after``: end after that epoch even if the run plans more (it can be
-    resumed later). ``progress``: tqdm bars (None: only when stderr is a terminal).
+    ``config`` is ignored, but each of ``resume_options`` (what a user asked for along with the
+    resume) must equal the saved value. ``stop_after``: end after that epoch even if the run plans
+    more (it can be resumed later). ``progress``: tqdm bars (None: only when stderr is a terminal).
 
     Summary keys: out, epoch, step, best_acc, best_epoch, history, stopped_early, model, synthetic.
     """
@@ -730,6 +743,8 @@ def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_
     if stop_after is not None and stop_after < 1:
         raise UserError(f"--stop-after must be at least 1, got {stop_after}")
     resumed = _read_resume(resume) if resume is not None else None
+    if resumed is not None:
+        _refuse_changes(resumed, resume_options or {})
     cfg = dict(resumed.config) if resumed is not None else resolve_config(config)
     if resumed is None and out is not None:
         _refuse_existing_run(Path(out))
