@@ -54,7 +54,9 @@ def pad(x: Any, padding: tuple[int, int], fill: float = 0.0, extra_rows: int = 0
     ``extra_rows`` adds rows of ``fill`` at the bottom (conv's column trick reads into one)."""
     xp = get_array_module(x)
     (ph, pw), (n, c, h, w) = padding, x.shape
-    out = xp.full((n, c, h + 2 * ph + extra_rows, w + 2 * pw), fill, dtype=x.dtype)
+    shape = (n, c, h + 2 * ph + extra_rows, w + 2 * pw)
+    # zeros come from the allocator already zeroed (no pass over the array to fill it)
+    out = xp.zeros(shape, dtype=x.dtype) if fill == 0 else xp.full(shape, fill, dtype=x.dtype)
     out[:, :, ph:ph + h, pw:pw + w] = x
     return out
 
