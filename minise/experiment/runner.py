@@ -361,7 +361,7 @@ def run_local(runs: list[Run], jobs: int, device: str, data_dir: str | None, pro
                 del running[slot]
                 result = read_json(run.folder / RESULT) if rc == 0 else None
                 if rc == 2:  # a usage or data error: every other run would fail the same way
-                    fatal = _last_line(run.folder / "worker.log")
+                    fatal = _last_line(run.folder / "worker.log").removeprefix("minise: ")
                     continue
                 if result is None:
                     result = {"status": "failed", "config": run.config.name, "seed": run.seed, "wall_s": None,
