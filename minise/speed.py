@@ -32,7 +32,7 @@ from typing import Any
 
 from . import backend
 
-__all__ = ["NUM_THREADS", "batch_parts", "in_parallel", "block_size", "limit_blas_threads",
+__all__ = ["NUM_THREADS", "batch_parts", "in_parallel", "block_size", "default_block_bytes", "limit_blas_threads",
            "blas_available", "blas_num_threads", "Prefetcher"]
 
 
@@ -52,6 +52,32 @@ def _default_num_threads() -> int:
 NUM_THREADS = _default_num_threads()
 """How many threads an op splits a batch over on the CPU: the cores this process may use, or the
 environment variable ``MINISE_NUM_THREADS``. 1 runs the plain sequential code (with BLAS's own threads)."""
+
+
+def _l2_cache_bytes() -> int | None:
+    """The size of one core's level-2 cache (Linux sysfs), or None where it cannot be read."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            with open(f"{base}/{entry}/level") as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(f"{base}/{entry}/size") as f:
+                size = f.read().strip().upper()
+            units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def default_block_bytes() -> int:
+    """A block of work for one thread: half a core's L2 cache (so the block and the product's other
+    operands fit together), 1 MiB where the cache size cannot be read; at least 256 KiB."""
+    l2 = _l2_cache_bytes()
+    return max(256 << 10, l2 // 2) if l2 else 1 << 20
 
 
 # ---------------------------------------------------------------------- BLAS thread control
@@ -174,6 +200,11 @@ class Prefetcher:
     inside it), so the numbers for a seed do not change. An exception raised while making a batch
     is raised here, at the item where it happened. ``close()`` (or leaving a ``with`` block) stops
     the thread early.
+
+    It runs up to ``depth`` items ahead: a loop that may stop before the end (``max_steps``) should
+    hand it a bounded iterator (``itertools.islice(loader, max_steps)``), or the random generator
+    will have moved on by the batches made but never used. Meant for CPU data: a GPU array made on
+    another thread belongs to another CUDA stream.
     """
 
     _DONE = object()

@@ -170,3 +170,32 @@ def test_prefetcher_close_early_stops_the_thread():
 def test_prefetcher_bad_depth(depth):
     with pytest.raises(ValueError, match="depth must be a positive int"):
         speed.Prefetcher([], depth=depth)
+
+
+def test_prefetcher_bounded_by_islice_leaves_the_generator_where_a_plain_loop_would():
+    """The prefetcher runs ahead: a loop that stops early must bound it (islice), or the background
+    thread will already have drawn the next batches' random numbers."""
+    import itertools
+
+    def source(rng):
+        while True:
+            yield rng.standard_normal(3)
+
+    plain_rng, fetched_rng = np.random.default_rng(7), np.random.default_rng(7)
+    plain = list(itertools.islice(source(plain_rng), 3))
+    with speed.Prefetcher(itertools.islice(source(fetched_rng), 3), depth=2) as batches:
+        fetched = list(batches)
+    for a, b in zip(plain, fetched):
+        np.testing.assert_array_equal(a, b)
+    assert plain_rng.bit_generator.state == fetched_rng.bit_generator.state
+
+
+def test_default_block_bytes(monkeypatch):
+    monkeypatch.setattr(speed, "_l2_cache_bytes", lambda: 2 << 20)
+    assert speed.default_block_bytes() == 1 << 20
+    monkeypatch.setattr(speed, "_l2_cache_bytes", lambda: 128 << 10)
+    assert speed.default_block_bytes() == 256 << 10
+    monkeypatch.setattr(speed, "_l2_cache_bytes", lambda: None)
+    assert speed.default_block_bytes() == 1 << 20
+    size = speed._l2_cache_bytes()
+    assert size is None or size >= 1 << 14

@@ -56,9 +56,9 @@ __all__ = ["conv2d", "conv2d_reference", "Conv2d", "Conv2dReference", "conv_outp
 
 conv_output_size = output_size  # the formula lives in window.py
 
-CPU_BLOCK_BYTES = 2 << 20
-"""Size of one block of columns on the CPU (passed to ``minise.speed.block_size``); tests lower it
-to exercise many blocks."""
+CPU_BLOCK_BYTES = speed.default_block_bytes()
+"""Size of one block of columns on the CPU (half a core's L2 cache; passed to
+``minise.speed.block_size``); tests lower it to exercise many blocks."""
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
