@@ -324,7 +324,7 @@ def _figures(data: dict[str, Any], root: Path) -> dict[str, list[str]]:
             curves = [r.curve for r in c.runs if r.curve]
             for r in c.runs:
                 if r.curve:
-                    ax.plot(range(1, len(r.curve) + 1), r.curve, lw=0.8, alpha=0.6,
+                    ax.plot(range(1, len(r.curve) + 1), r.curve, lw=0.8, alpha=0.6, marker=".", ms=3,
                             color="C3" if r.status != "done" else "0.5", label=f"seed {r.seed} ({r.status})")
             full = [cv for cv, r in zip(curves, [r for r in c.runs if r.curve]) if r.status == "done"]
             if full:
@@ -332,7 +332,7 @@ def _figures(data: dict[str, Any], root: Path) -> dict[str, list[str]]:
                 epochs = range(1, length + 1)
                 cols_ = list(zip(*[cv[:length] for cv in full]))
                 ax.fill_between(epochs, [min(v) for v in cols_], [max(v) for v in cols_], alpha=0.2, color="C0")
-                ax.plot(epochs, [sum(v) / len(v) for v in cols_], lw=2, color="C0", label="mean")
+                ax.plot(epochs, [sum(v) / len(v) for v in cols_], lw=2, color="C0", marker="o", ms=4, label="mean")
             ax.set_title(c.name, fontsize=9)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
