@@ -116,7 +116,7 @@ def list_command(args: argparse.Namespace) -> int:
     fields = ", ".join(f"{k}={v}" for k, v in PROTOCOLS[protocol].items())
     print(f"protocol {PROTOCOL_NOTES[protocol]}\n  ({fields})")
     print(f"cost: multiply-adds of all runs x {len(seeds)} seed(s); time at {runner.CPU_MACS_PER_S / 1e9:.0f} G "
-          "multiply-adds/s (minise on a 2-core CPU, measured with ResNet-20); a GPU is far faster\n")
+          "multiply-adds/s (minise on an idle 2-core CPU: ResNet-20 at ~200 training images/s); a GPU is far faster\n")
     for suite in SUITES.values():
         runs = runner.plan(suite, suite.configs, seeds, protocol, Path("."))
         cost = sum(r.cost for r in runs)

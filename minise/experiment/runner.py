@@ -36,7 +36,7 @@ __all__ = ["Run", "plan", "check", "execute", "run_local", "run_dask", "remote_e
 
 RESULT = "result.json"
 FINISHED = ("done", "diverged")
-# Multiply-adds per second of minise on a 2-core CPU, measured with ResNet-20 (about 200 training images/s
+# Multiply-adds per second of minise on an idle 2-core CPU, from its ResNet-20 speed (about 200 training images/s
 # at 3 x 41 M multiply-adds each, 600 evaluation images/s at 41 M): only for `list` and the ETA before the
 # first run ends.
 CPU_MACS_PER_S = 25e9
