@@ -4,7 +4,7 @@ Every subfolder or archive (.zip, .tar, .tar.gz, .tgz) of SUBMISSIONS is one stu
 unpacked into a private folder, safely: only folders and regular files are taken (no links, no
 devices), no name may leave the folder (absolute paths, ``..``), and there are caps on the number
 of members and the unpacked size. Students are graded in parallel (``jobs``), each in its own
-sandbox (:func:`.grade.grade`). Each gets one CSV row per assignment, and a JSON file with the
+sandbox (:func:`.grader.grade`). Each gets one CSV row per assignment, and a JSON file with the
 failing tests and their reasons; a broken, empty or malicious submission gets its rows with the
 reason and never stops the batch.
 """
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .grade import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, grade, write_atomically
+from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, grade, write_atomically
 from .markers import ASSIGNMENTS, AssignmentError
 from .sandbox import Sandbox, choose_sandbox
 

@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .grade import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, format_table, grade, write_atomically
+from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, format_table, grade, write_atomically
 from .make import make
 from .markers import ASSIGNMENTS, AssignmentError, parse_only
 from .sandbox import MODES, SandboxWarning

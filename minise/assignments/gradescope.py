@@ -11,7 +11,7 @@ image, and for each submission puts the student's files in ``/autograder/submiss
 
 Each assignment is worth ``points``, shared equally by its graded tests; an assignment that could
 not be graded is one failed entry worth its points, with the reason as output. The run itself is
-:func:`.grade.grade` in the sandbox, as everywhere else.
+:func:`.grader.grade` in the sandbox, as everywhere else.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .grade import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, format_table, grade, write_atomically
+from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, format_table, grade, write_atomically
 from .make import ignore_caches, project_root
 from .markers import ASSIGNMENTS, AssignmentError
 
@@ -54,7 +54,7 @@ RUN_AUTOGRADER = """\
 set -uo pipefail
 ROOT="${{MINISE_AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{MINISE_AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}}"
-cd "$ROOT"
+cd "$ROOT/source"   # python -m then grades with this checkout: its package is the reference, its tests the tests
 exec "$PYTHON" -m minise.assignments gradescope-run --root "$ROOT" --tests "$ROOT/source/tests" {options}
 """
 
@@ -102,7 +102,7 @@ def _add_script(z: zipfile.ZipFile, name: str, text: str) -> None:
 
 
 def gradescope_results(result: dict[str, Any], points: float = 100.0, seconds: float | None = None) -> dict[str, Any]:
-    """A grading result (:func:`.grade.grade`) as Gradescope's results.json."""
+    """A grading result (:func:`.grader.grade`) as Gradescope's results.json."""
     tests: list[dict[str, Any]] = []
     for name, a in result["assignments"].items():
         if a["errors"] or not a["total"]:

@@ -33,6 +33,7 @@ ENV_ASSIGNMENTS = "MINISE_GRADE_ASSIGNMENTS"
 ENV_TIME_LIMIT = "MINISE_GRADE_TIME_LIMIT"
 ENV_ONLY = "MINISE_GRADE_ONLY"
 ENV_ROOT = "MINISE_GRADE_ROOT"
+ENV_MODE = "MINISE_GRADE_MODE"   # "reference" (the instructor's package) or "student"
 
 
 def assignment_of(parts) -> str:
@@ -73,6 +74,33 @@ class _Channel:
 
 
 _channel = _Channel()
+_current: list[str | None] = [None]  # the node id of the test running now
+
+
+def grading_mode() -> str | None:
+    """"reference", "student", or None outside a grading run."""
+    return os.environ.get(ENV_MODE) or None
+
+
+def _encode(value):
+    """A JSON-able value as is; anything else as a NumPy array: dtype, shape and the raw bytes in base64."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"json": value}
+    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return {"json": list(value)}
+    import base64
+
+    import numpy as np
+
+    array = np.ascontiguousarray(np.asarray(value))
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
+
+
+def observe(kind: str, what: str, value, **options) -> None:
+    """Report one value the running test computed, for the grader to judge (``kind``: "close" with
+    ``rtol``/``atol``, "equal", or "order" with the graph's ``edges``). A no-op outside a grading run."""
+    _channel.send(event="observe", test=_current[0], kind=kind, what=str(what), value=_encode(value),
+                  options={k: _encode(v) if k == "edges" else v for k, v in options.items()})
 
 
 def pytest_configure(config) -> None:
@@ -113,11 +141,13 @@ def pytest_collectreport(report) -> None:
 
 
 def pytest_runtest_logstart(nodeid, location) -> None:
+    _current[0] = nodeid
     _channel.send(event="start", test=nodeid)
 
 
 def pytest_runtest_logfinish(nodeid, location) -> None:
     _errors.pop(nodeid, None)
+    _current[0] = None
     _channel.send(event="finish", test=nodeid)
 
 

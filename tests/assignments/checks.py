@@ -1,5 +1,14 @@
 """Helpers of the graded tests: run one Function's forward and backward on arrays, and check them.
 
+Who decides. In a grading run (``minise assignments grade``) every graded test runs twice: once on
+the instructor's reference package, once on the student's, each in the sandbox. Every check here
+*observes* the value the test computed (``assert_close``, ``assert_equal``, ``assert_order``) and
+reports it to the grader, which passes a student's test only if each observed value matches the
+reference run's (``close``: within the reference run's tolerances; ``equal``; ``order``: a valid
+order of the reference run's graph). In the student's run the oracle is not computed at all
+(:func:`oracle` returns None there), so the student's process never holds the expected values:
+forging a pass means computing the right numbers. Outside a grading run the checks simply assert.
+
 A graded test should depend on its own part only. Going through ``Tensor.backward`` would also run
 the student's backpropagation (assignment "autograd"), so these helpers call a Function's
 ``backward`` directly: ``function_grads`` records the Function once (so that it saves what it needs
@@ -8,6 +17,8 @@ and knows which inputs want gradients) and hands it the upstream gradient itself
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +33,23 @@ from ..conftest import on
 
 # the solutions every backward pass through a graph needs
 BACKPROP = ("autograd/topological_order", "autograd/backpropagate")
+
+MODE = os.environ.get("MINISE_GRADE_MODE") or None
+"""None outside a grading run; "reference" or "student" inside one (set by the grader)."""
+STUDENT = MODE == "student"
+
+
+def oracle(compute: Callable[[], Any]) -> Any:
+    """``compute()``: the expected value, from PyTorch or the maths; None in a student's grading run,
+    where the grader holds the expected values (from the reference run) and the test only observes."""
+    return None if STUDENT else compute()
+
+
+def observe(kind: str, what: str, value: Any, **options: Any) -> None:
+    """Report a value the test computed to the grader (a no-op outside a grading run)."""
+    grader = sys.modules.get("_minise_grader")
+    if MODE is not None and grader is not None:
+        grader.observe(kind, what, value, **options)
 
 
 def function_forward(make: Callable[[], Function], arrays: Sequence[np.ndarray | None],
@@ -50,8 +78,11 @@ def function_grads(make: Callable[[], Function], arrays: Sequence[np.ndarray | N
 
 
 def numeric_grads(make: Callable[[], Function], arrays: Sequence[np.ndarray], gy: np.ndarray,
-                  eps: float = 1e-6) -> list[np.ndarray]:
-    """Central differences of L = Σ gy · f(arrays) with respect to every element of every input (float64)."""
+                  eps: float = 1e-6) -> list[Any]:
+    """Central differences of L = Σ gy · f(arrays) with respect to every element of every input (float64).
+    An oracle: None for every input in a student's grading run."""
+    if STUDENT:
+        return [None] * len(arrays)
 
     def loss() -> float:
         with no_grad():
@@ -73,21 +104,60 @@ def numeric_grads(make: Callable[[], Function], arrays: Sequence[np.ndarray], gy
 
 
 def torch_grads(fn: Callable[..., torch.Tensor], arrays: Sequence[np.ndarray | None],
-                gy: np.ndarray) -> tuple[np.ndarray, list[np.ndarray | None]]:
-    """The same as :func:`function_grads`, computed by PyTorch: (output, gradient of every input)."""
+                gy: np.ndarray) -> tuple[Any, list[Any]]:
+    """The same as :func:`function_grads`, computed by PyTorch: (output, gradient of every input).
+    An oracle: all None in a student's grading run."""
+    if STUDENT:
+        return None, [None] * len(arrays)
     ts = [None if a is None else torch.tensor(a, requires_grad=True) for a in arrays]
     y = fn(*ts)
     y.backward(torch.tensor(gy))
     return y.detach().numpy(), [None if t is None else t.grad.numpy() for t in ts]
 
 
-def assert_close(mine: Any, expected: np.ndarray, what: str, tol: float = 1e-10) -> None:
-    """Same shape, dtype and values (within ``tol``, relative and absolute)."""
+def assert_close(mine: Any, expected: Any, what: str, tol: float = 1e-10, *, rtol: float | None = None,
+                 atol: float | None = None) -> None:
+    """Same shape, dtype and values (within ``tol``, relative and absolute; or ``rtol``/``atol``).
+    Observed: the grader compares ``mine`` with the reference run's value (None: the student's run,
+    where only the grader knows the expected value)."""
+    rtol = tol if rtol is None else rtol
+    atol = tol if atol is None else atol
+    mine = None if mine is None else to_numpy(mine)
+    observe("close", what, mine, rtol=rtol, atol=atol)
+    if expected is None and STUDENT:
+        return
     assert mine is not None, f"{what}: got None"
-    mine = to_numpy(mine)
+    expected = np.asarray(expected)
     assert mine.shape == expected.shape, f"{what}: shape {mine.shape}, expected {expected.shape}"
     assert mine.dtype == expected.dtype, f"{what}: dtype {mine.dtype}, expected {expected.dtype}"
-    np.testing.assert_allclose(mine, expected, rtol=tol, atol=tol, err_msg=what)
+    np.testing.assert_allclose(mine, expected, rtol=rtol, atol=atol, err_msg=what)
+
+
+def observe_close(mine: Any, what: str, rtol: float, atol: float) -> None:
+    """Report ``mine`` for the grader to compare with the reference run's value (no check of its own)."""
+    observe("close", what, None if mine is None else to_numpy(mine), rtol=rtol, atol=atol)
+
+
+def assert_equal(mine: Any, expected: Any, what: str) -> None:
+    """``mine == expected`` for plain values (numbers, strings, lists of them). Observed (see assert_close)."""
+    observe("equal", what, mine)
+    if expected is None and STUDENT:
+        return
+    assert mine == expected, f"{what}: got {mine!r}, expected {expected!r}"
+
+
+def assert_order(labels: list[int] | None, nodes: int, edges: list[list[int]], what: str) -> None:
+    """``labels`` (the nodes 0..nodes-1 of a graph, in the order returned) hold every node once, each
+    producer after all its consumers (``edges``: [producer, consumer]). Observed: the grader checks
+    the student's order against the reference run's graph."""
+    observe("order", what, labels, nodes=nodes, edges=edges)
+    if STUDENT:
+        return
+    assert labels is not None, f"{what}: not a list"
+    assert sorted(labels) == list(range(nodes)), f"{what}: {len(labels)} nodes returned, {nodes} in the graph"
+    position = {n: i for i, n in enumerate(labels)}
+    for producer, consumer in edges:
+        assert position[producer] > position[consumer], f"{what}: node {producer} comes before its consumer {consumer}"
 
 
 def distinct(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

@@ -20,7 +20,7 @@ import minise.functional.conv as conv_module
 from minise.functional.conv import Conv2d
 from minise.functional.pooling import AvgPool2d, MaxPool2d
 
-from .checks import assert_close, distinct, function_forward, function_grads, numeric_grads, torch_grads
+from .checks import assert_close, distinct, function_forward, function_grads, numeric_grads, oracle, torch_grads
 
 FORWARD = "conv/forward"
 BACKWARD = "conv/backward"
@@ -63,13 +63,20 @@ def _torch_conv(case):
     return lambda x, w, b: TF.conv2d(x, w, b, s["stride"], s["padding"], s["dilation"], s["groups"])
 
 
+def _torch_forward(case, *arrays):
+    """The expected conv2d output (an oracle: see checks.oracle)."""
+    def compute():
+        with torch.no_grad():
+            return _torch_conv(case)(*(torch.tensor(a) for a in arrays)).numpy()
+    return oracle(compute)
+
+
 # ------------------------------------------------------------------ conv/forward
 @pytest.mark.assignment(FORWARD)
 @pytest.mark.parametrize("case", list(CONVS))
 def test_conv_forward(device, case):
     x, w, b = _conv_arrays(case, 0)
-    with torch.no_grad():
-        expected = _torch_conv(case)(*(torch.tensor(a) for a in (x, w, b))).numpy()
+    expected = _torch_forward(case, x, w, b)
     y = function_forward(lambda: Conv2d(**_settings(case)), [x, w, b], device)
     assert_close(y, expected, f"conv2d {case}", 1e-10)
 
@@ -77,8 +84,7 @@ def test_conv_forward(device, case):
 @pytest.mark.assignment(FORWARD)
 def test_conv_forward_float32_stays_float32(device):
     x, w, b = (a.astype(np.float32) for a in _conv_arrays("3x3-s2", 1))
-    with torch.no_grad():
-        expected = _torch_conv("3x3-s2")(*(torch.tensor(a) for a in (x, w, b))).numpy()
+    expected = _torch_forward("3x3-s2", x, w, b)
     y = function_forward(lambda: Conv2d(**_settings("3x3-s2")), [x, w, b], device)
     assert_close(y, expected, "conv2d float32", 1e-4)
 
@@ -89,8 +95,7 @@ def test_conv_forward_in_many_blocks(monkeypatch):
     monkeypatch.setattr(conv_module, "CPU_BLOCK_BYTES", 1)
     x, w, b = _conv_arrays("groups3-s2", 2)
     x = np.concatenate([x, x[::-1] * 0.5, x + 1])  # 6 samples
-    with torch.no_grad():
-        expected = _torch_conv("groups3-s2")(*(torch.tensor(a) for a in (x, w, b))).numpy()
+    expected = _torch_forward("groups3-s2", x, w, b)
     y = function_forward(lambda: Conv2d(**_settings("groups3-s2")), [x, w, b])
     assert_close(y, expected, "conv2d in blocks of one sample", 1e-10)
 
@@ -143,7 +148,7 @@ def test_conv_backward_by_finite_differences():
 
     _, grads = function_grads(make, [x, w, b], gy)
     for g, n, name in zip(grads, numeric_grads(make, [x, w, b], gy), ["x", "W", "b"]):
-        np.testing.assert_allclose(g, n, rtol=1e-6, atol=1e-8, err_msg=f"∂L/∂{name}")
+        assert_close(g, n, f"∂L/∂{name} (finite differences)", rtol=1e-6, atol=1e-8)
 
 
 # ------------------------------------------------------------------ pooling backward

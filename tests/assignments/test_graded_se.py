@@ -24,7 +24,16 @@ from minise.nn import init
 
 from ..conftest import on
 from ..models import torch_nets as T
-from .checks import BACKPROP, assert_close, function_forward, function_grads, numeric_grads, torch_grads
+from .checks import (
+    BACKPROP,
+    assert_close,
+    assert_equal,
+    function_forward,
+    function_grads,
+    numeric_grads,
+    oracle,
+    torch_grads,
+)
 
 SCALE = ("se/scale_forward",)
 SCALE_BACK = ("se/scale_backward", "se/scale_forward")
@@ -41,7 +50,7 @@ def test_scale_forward(device, dtype):
     rng = np.random.default_rng(0)
     u, s = rng.standard_normal((2, 3, 4, 5)).astype(dtype), rng.uniform(0, 1, (2, 3)).astype(dtype)
     y = function_forward(Scale, [u, s], device)
-    assert_close(y, u * s[:, :, None, None], "x̃ = s_c · u_c", 1e-6)
+    assert_close(y, oracle(lambda: u * s[:, :, None, None]), "x̃ = s_c · u_c", 1e-6)
 
 
 @pytest.mark.assignment(*SCALE_BACK)
@@ -63,7 +72,7 @@ def test_scale_backward_by_finite_differences():
     u, s, gy = rng.standard_normal((2, 3, 2, 3)), rng.uniform(0, 1, (2, 3)), rng.standard_normal((2, 3, 2, 3))
     _, grads = function_grads(Scale, [u, s], gy)
     for g, n, name in zip(grads, numeric_grads(Scale, [u, s], gy), ["u", "s"]):
-        np.testing.assert_allclose(g, n, rtol=1e-6, atol=1e-8, err_msg=f"∂L/∂{name}")
+        assert_close(g, n, f"∂L/∂{name} (finite differences)", rtol=1e-6, atol=1e-8)
 
 
 # ------------------------------------------------------------------ se/batchnorm_backward
@@ -114,7 +123,7 @@ def test_batchnorm_backward_by_finite_differences():
 
     _, grads = function_grads(make, [x, w, b], gy)
     for g, n, name in zip(grads, numeric_grads(make, [x, w, b], gy), ["x", "γ", "β"]):
-        np.testing.assert_allclose(g, n, rtol=1e-5, atol=1e-7, err_msg=f"∂L/∂{name}")
+        assert_close(g, n, f"∂L/∂{name} (finite differences)", rtol=1e-5, atol=1e-7)
 
 
 # ------------------------------------------------------------------ se/excite
@@ -126,13 +135,16 @@ def test_excitation(gate, bias):
     se = nn.SqueezeExcitation(8, reduction=2, bias=bias, gate=gate).double()
     z = np.random.default_rng(6).standard_normal((3, 8)) * 2
     s = se.excite(Tensor(z))
-    w1, w2 = torch.tensor(se.fc1.weight.numpy()), torch.tensor(se.fc2.weight.numpy())
-    b1 = torch.tensor(se.fc1.bias.numpy()) if bias else None
-    b2 = torch.tensor(se.fc2.bias.numpy()) if bias else None
-    sigma = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}[gate]
-    expected = sigma(torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(torch.tensor(z), w1, b1)),
-                                                w2, b2))  # s = σ(W2 δ(W1 z)), Eq. 3
-    assert_close(s.data, expected.numpy(), "s = σ(W2 δ(W1 z))", 1e-12)
+
+    def in_torch():
+        w1, w2 = torch.tensor(se.fc1.weight.numpy()), torch.tensor(se.fc2.weight.numpy())
+        b1 = torch.tensor(se.fc1.bias.numpy()) if bias else None
+        b2 = torch.tensor(se.fc2.bias.numpy()) if bias else None
+        sigma = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}[gate]
+        return sigma(torch.nn.functional.linear(torch.relu(torch.nn.functional.linear(torch.tensor(z), w1, b1)),
+                                                w2, b2)).numpy()  # s = σ(W2 δ(W1 z)), Eq. 3
+
+    assert_close(s.data, oracle(in_torch), "s = σ(W2 δ(W1 z))", 1e-12)
 
 
 # ------------------------------------------------------------------ se/forward
@@ -157,11 +169,11 @@ def test_se_forward_squeezes_excites_and_scales(monkeypatch):
     monkeypatch.setattr(se, "excite", excite)
     monkeypatch.setattr(minise.functional, "scale", scale)
     out = se(Tensor(u))
-    z = u.mean(axis=(2, 3))
-    assert len(seen) == 1, f"the excitation should run once, it ran {len(seen)} times"
+    z = oracle(lambda: u.mean(axis=(2, 3)))
+    assert_equal(len(seen), oracle(lambda: 1), "how often the excitation runs")
     assert_close(seen[0], z, "the excitation's input z (Eq. 2)", 1e-12)
-    s = 1 / (1 + np.exp(-(z @ mix)))
-    assert_close(out.data, u * s[:, :, None, None], "x̃ (Eq. 4)", 1e-12)
+    expected = oracle(lambda: u * (1 / (1 + np.exp(-(z @ mix))))[:, :, None, None])
+    assert_close(out.data, expected, "x̃ (Eq. 4)", 1e-12)
 
 
 @pytest.mark.assignment(*SE_BLOCK, *SE_BACKWARD_NEEDS)
@@ -169,23 +181,31 @@ def test_se_forward_squeezes_excites_and_scales(monkeypatch):
 def test_se_block_forward_and_backward_against_torch(device, reduction):
     init.manual_seed(2)
     se = nn.SqueezeExcitation(16, reduction=reduction).double().to(device)
-    ts = T.SEModule(16, reduction).double()
-    ts.load_state_dict(mt.to_torch_state_dict(se))
     rng = np.random.default_rng(8)
     u_np, g_np = rng.standard_normal((2, 16, 3, 4)), rng.standard_normal((2, 16, 3, 4))
+
+    def in_torch():
+        ts = T.SEModule(16, reduction).double()
+        ts.load_state_dict(mt.to_torch_state_dict(se))
+        ut = torch.tensor(u_np, requires_grad=True)
+        out_t = ts(ut)
+        out_t.backward(torch.tensor(g_np))
+        grads = {name: (getattr(ts, name).weight.grad.numpy().reshape(getattr(se, name).weight.shape),
+                        getattr(ts, name).bias.grad.numpy()) for name in ("fc1", "fc2")}
+        return out_t.detach().numpy(), ut.grad.numpy(), grads
+
+    expected = oracle(in_torch)
+    out_t, gu_t, grads_t = expected if expected is not None else (None, None, {})
     u = Tensor(on(device, u_np), requires_grad=True)
     out = se(u)
     out.backward(on(device, g_np))
-    ut = torch.tensor(u_np, requires_grad=True)
-    out_t = ts(ut)
-    out_t.backward(torch.tensor(g_np))
-    assert_close(out.data, out_t.detach().numpy(), "SE block output", 1e-12)
-    assert_close(u.grad.data, ut.grad.numpy(), "∂L/∂u", 1e-12)
+    assert_close(out.data, out_t, "SE block output", 1e-12)
+    assert_close(u.grad.data, gu_t, "∂L/∂u", 1e-12)
     for name in ("fc1", "fc2"):
-        mine, theirs = getattr(se, name), getattr(ts, name)
-        expected = theirs.weight.grad.numpy().reshape(mine.weight.shape)
-        assert_close(mine.weight.grad.data, expected, f"∂L/∂{name}.W", 1e-12)
-        assert_close(mine.bias.grad.data, theirs.bias.grad.numpy(), f"∂L/∂{name}.b", 1e-12)
+        mine = getattr(se, name)
+        gw, gb = grads_t.get(name, (None, None))
+        assert_close(mine.weight.grad.data, gw, f"∂L/∂{name}.W", 1e-12)
+        assert_close(mine.bias.grad.data, gb, f"∂L/∂{name}.b", 1e-12)
 
 
 # ------------------------------------------------------------------ se/basic_block, se/bottleneck
@@ -207,6 +227,11 @@ def _randomise(torch_block: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for p in torch_block.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5 + (0.5 if p.ndim == 1 else 0.0))
+
+
+def _run(torch_block: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch_block(torch.from_numpy(x)).numpy()
 
 
 def _stand_in(block: nn.Module, torch_block: torch.nn.Module, names: list[str]) -> None:
@@ -244,8 +269,8 @@ def test_basic_block_wiring(case):
     block = BasicBlock(cin, planes, stride, shortcut, se_reduction=reduction, se_position=position)
     _stand_in(block, torch_block, ["conv1", "bn1", "conv2", "bn2", "se", "downsample"])
     x = np.random.default_rng(10).standard_normal((2, cin, 6, 6))
-    with torch.no_grad():
-        expected = torch_block(torch.from_numpy(x)).numpy()
+    expected = oracle(lambda: _run(torch_block, x))
+    torch_block = None  # a student's run keeps only the stand-in parts, never the whole reference block
     assert_close(block(Tensor(x)).data, expected, f"BasicBlock output ({position})", 1e-12)
 
 
@@ -262,8 +287,8 @@ def test_bottleneck_wiring(case):
     block = Bottleneck(cin, planes, stride, groups=groups, se_reduction=reduction, se_position=position)
     _stand_in(block, torch_block, ["conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "se", "downsample"])
     x = np.random.default_rng(12).standard_normal((2, cin, 6, 6))
-    with torch.no_grad():
-        expected = torch_block(torch.from_numpy(x)).numpy()
+    expected = oracle(lambda: _run(torch_block, x))
+    torch_block = None  # a student's run keeps only the stand-in parts, never the whole reference block
     assert_close(block(Tensor(x)).data, expected, f"Bottleneck output ({position})", 1e-12)
 
 
@@ -280,14 +305,21 @@ def test_se_basic_block_forward_and_backward_against_torch():
     mt.load_torch_state_dict(block, torch_block.state_dict())
     rng = np.random.default_rng(14)
     x_np, g_np = rng.standard_normal((2, 4, 7, 7)), rng.standard_normal((2, 8, 4, 4))
+
+    def in_torch():
+        xt = torch.tensor(x_np, requires_grad=True)
+        out_t = torch_block(xt)
+        out_t.backward(torch.tensor(g_np))
+        return out_t.detach().numpy(), xt.grad.numpy(), {n: p.grad.numpy() for n, p in torch_block.named_parameters()}
+
+    expected = oracle(in_torch)
+    torch_block = None  # a student's run never holds the reference block
+    out_t, gx_t, grads_t = expected if expected is not None else (None, None, {})
     x = Tensor(x_np, requires_grad=True)
     out = block(x)
     out.backward(g_np)
-    xt = torch.tensor(x_np, requires_grad=True)
-    out_t = torch_block(xt)
-    out_t.backward(torch.tensor(g_np))
-    assert_close(out.data, out_t.detach().numpy(), "SE-ResNet module output", 1e-10)
-    assert_close(x.grad.data, xt.grad.numpy(), "∂L/∂x", 1e-10)
-    theirs = dict(torch_block.named_parameters())
+    assert_close(out.data, out_t, "SE-ResNet module output", 1e-10)
+    assert_close(x.grad.data, gx_t, "∂L/∂x", 1e-10)
     for name, p in block.named_parameters():
-        assert_close(p.grad.data, theirs[name].grad.numpy().reshape(p.shape), f"∂L/∂{name}", 1e-10)
+        g = grads_t.get(name)
+        assert_close(p.grad.data, None if g is None else g.reshape(p.shape), f"∂L/∂{name}", 1e-10)

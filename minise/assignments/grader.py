@@ -11,6 +11,7 @@ decides what a crash or a kill means, and writes the results (safely: :func:`wri
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import plugin
+from .judge import judge
 from .make import INSTRUCTOR_ONLY, ignore_caches, project_root, remove_instructor_only
 from .markers import ASSIGNMENTS, AssignmentError, assignment_of
 from .sandbox import Limits, Sandbox, choose_sandbox
@@ -118,6 +120,9 @@ def copy_package(src: Path, dst: Path) -> list[str]:
         for name in filenames:
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                notes.append(f"left out the link {rel / name}")
+                continue
             if not stat.S_ISREG(st.st_mode):
                 notes.append(f"left out {rel / name} (not a regular file)")
                 continue
@@ -153,12 +158,12 @@ class _Session:
 
 
 def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chosen: list[str], time_limit: float,
-                 limits: Limits, deadline: float, only: list[str] | None) -> _Session:
+                 limits: Limits, deadline: float, only: list[str] | None, mode: str) -> _Session:
     inside = box.root_inside(run_dir)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
            "PYTHONPATH": f"{inside}:{inside}/_grader", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           plugin.ENV_ROOT: inside, plugin.ENV_ASSIGNMENTS: ",".join(chosen),
+           plugin.ENV_ROOT: inside, plugin.ENV_ASSIGNMENTS: ",".join(chosen), plugin.ENV_MODE: mode,
            plugin.ENV_TIME_LIMIT: str(float(time_limit))}
     if box.kind == "none":
         private = work / f"tmp{secrets.token_hex(4)}"
@@ -261,16 +266,112 @@ def _tail(path: Path, chars: int = 20000) -> str:
 
 
 # ------------------------------------------------------------------ grading
+@dataclass
+class _Run:
+    """The sessions of one package's run over the graded tests, and what the grader made of them."""
+
+    sessions: list[_Session]
+    events: list[dict[str, Any]]
+    selected: dict[str, list[str]]
+    package: str          # the package as the test process saw it
+    notes: list[str]
+
+
+def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mode: str, box: Sandbox,
+                 time_limit: float, limits: Limits, deadline: float) -> _Run:
+    """Copy ``pkg`` next to the tests and run the graded tests on it, in the sandbox, resuming after a
+    test that was killed or took the process down with it."""
+    with tempfile.TemporaryDirectory(prefix="minise-grade-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o711)  # the unprivileged uid may pass through (to its run folder), not list it
+        run_dir = work / "run"
+        run_dir.mkdir()
+        notes = copy_package(pkg, run_dir / "minise")
+        shutil.copytree(tests, run_dir / "tests", ignore=ignore_caches, symlinks=False)
+        remove_instructor_only(run_dir)
+        (run_dir / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # the rootdir; no addopts
+        (run_dir / "_grader").mkdir()
+        shutil.copy(Path(plugin.__file__), run_dir / "_grader" / "_minise_grader.py")
+        _readable_by_all(run_dir)
+
+        def session(only: list[str] | None) -> _Session:
+            return _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+
+        sessions = [session(None)]
+        selected = {e["test"]: [str(p) for p in e["parts"]] for e in sessions[0].events
+                    if e["event"] == "selected" and isinstance(e.get("test"), str)
+                    and isinstance(e.get("parts"), list) and e["parts"]}
+        while sessions[-1].lost_test is not None and time.monotonic() < deadline:
+            done = set().union(*(s.finished for s in sessions)) | {s.lost_test for s in sessions}
+            remaining = [t for t in selected if t not in done]
+            if not remaining:
+                break
+            sessions.append(session(remaining))
+        package = box.root_inside(run_dir) + "/minise"
+    events: list[dict[str, Any]] = []
+    for i, s in enumerate(sessions):
+        # a session after the first runs only the remaining tests: its selection is not the grading's
+        events.extend(e for e in s.events if i == 0 or e["event"] not in ("selected", "collect_error"))
+        if s.lost_test is not None:
+            why = s.killed or f"the test process ended during this test (exit code {s.returncode})"
+            events.append({"event": "report", "test": s.lost_test, "when": "call", "outcome": "failed",
+                           "error_type": "TimeoutError" if s.killed and "limit" in s.killed else "Crash",
+                           "message": f"{why} (decided by the grader)", "grader": True})
+    return _Run(sessions, events, selected, package, notes)
+
+
+_REFERENCE_CACHE: dict[tuple[str, ...], list[tuple[frozenset[str], dict[str, Any]]]] = {}
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _reference(reference_pkg: Path, tests: Path, files: list[str], chosen: list[str], box: Sandbox,
+               time_limit: float, limits: Limits, deadline: float) -> dict[str, Any]:
+    """The reference package's run over the graded tests of ``chosen`` (cached per contents of the tests
+    and the reference, so a batch runs it once):
+    ``{"tests": {id: {"passed", "skipped", "message", "observations"}}, "errors": [...], "collect_errors"}``."""
+    key = (_fingerprint(tests), _fingerprint(reference_pkg), box.kind, str(time_limit))
+    for covered, cached in _REFERENCE_CACHE.get(key, []):
+        if covered >= set(chosen):
+            return cached
+    run = _run_package(reference_pkg, tests, files, chosen, "reference", box, time_limit, limits, deadline)
+    outcome = _outcomes(run.events)
+    observations = _observations(run.events)
+    errors: list[str] = []
+    if not run.sessions[0].collected:
+        errors.append("the graded tests could not run on the reference package:\n"
+                      + "\n".join(run.sessions[0].output.strip().splitlines()[-30:]))
+    tests_of: dict[str, Any] = {}
+    for test in run.selected:
+        r = outcome.get(test, {"passed": None})
+        tests_of[test] = {"passed": r["passed"] is True, "skipped": bool(r.get("skipped")),
+                          "message": r.get("message") or ("not run" if r["passed"] is None else ""),
+                          "observations": observations.get(test, [])}
+    collect_errors = [e for e in run.events if e["event"] == "collect_error"]
+    result = {"tests": tests_of, "errors": errors, "collect_errors": collect_errors}
+    if not errors and not collect_errors and all(t["passed"] or t["skipped"] for t in tests_of.values()):
+        _REFERENCE_CACHE.setdefault(key, []).append((frozenset(chosen), result))  # a failed one is not kept
+    return result
+
+
 def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_dir: str | os.PathLike | None = None,
           time_limit: float = DEFAULT_TIME_LIMIT, timeout: float = DEFAULT_TIMEOUT,
           sandbox: Sandbox | str = "auto", user: str | int | None = None,
-          limits: Limits | None = None) -> dict[str, Any]:
+          limits: Limits | None = None, reference_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Grade a student copy; returns ``{"assignments": {name: {"score", "passed", "total", "tests", "errors"}}}``.
 
     ``tests_dir``: the tests to grade with (default: the ``tests`` folder of the checkout this minise
     comes from, i.e. the instructor's; any folder name); only the student's ``minise`` package is
-    taken from ``student_dir``. ``time_limit``: seconds per test (a marker's ``time_limit`` may set
-    less); ``timeout``: seconds for the whole run. ``sandbox``: "auto", "bwrap", "none" or a
+    taken from ``student_dir``. The graded tests also run on ``reference_dir`` (default: the minise
+    package the grader itself is), and a student's test passes only if the values it computed match
+    the reference's (:mod:`.judge`). ``time_limit``: seconds per test (a marker's ``time_limit`` may
+    set less); ``timeout``: seconds for the whole run. ``sandbox``: "auto", "bwrap", "none" or a
     :class:`Sandbox`; ``user``: who student code runs as when the grader is root (default nobody).
     An assignment whose graded tests could not all be loaded scores 0, with the reason in its ``errors``.
     """
@@ -285,57 +386,40 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     files = graded_files(tests)
     if not files:
         raise AssignmentError(f"no graded tests (marked @pytest.mark.assignment) in {tests}")
+    reference_pkg = Path(reference_dir).resolve() if reference_dir is not None else Path(__file__).resolve().parents[1]
     chosen = sorted(only) if only else list(ASSIGNMENTS)
     box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
     limits = limits or Limits(cpu_seconds=int(timeout) + 60)
-    deadline = started + timeout
-    with tempfile.TemporaryDirectory(prefix="minise-grade-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o711)  # the unprivileged uid may pass through (to its run folder), not list it
-        run_dir = work / "run"
-        run_dir.mkdir()
-        notes = copy_package(pkg, run_dir / "minise")
-        shutil.copytree(tests, run_dir / "tests", ignore=ignore_caches, symlinks=False)
-        remove_instructor_only(run_dir)
-        (run_dir / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")  # the rootdir; no addopts
-        (run_dir / "_grader").mkdir()
-        shutil.copy(Path(plugin.__file__), run_dir / "_grader" / "_minise_grader.py")
-        _readable_by_all(run_dir)
-
-        sessions = [_run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, None)]
-        selected = {e["test"]: e.get("parts") for e in sessions[0].events if e["event"] == "selected"}
-        while True:
-            last = sessions[-1]
-            if last.lost_test is None or time.monotonic() >= deadline:
-                break  # resume only after a test that was killed or took the process down with it
-            done = set().union(*(s.finished for s in sessions)) | {s.lost_test for s in sessions}
-            remaining = [t for t in selected if t not in done]
-            if not remaining:
-                break
-            sessions.append(_run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, remaining))
-        package = box.root_inside(run_dir) + "/minise"
-    return _result(sessions, chosen, tests, student, box, notes, package)
-
-
-def _result(sessions: list[_Session], chosen: list[str], tests: Path, student: Path, box: Sandbox,
-            notes: list[str], package: str) -> dict[str, Any]:
-    events: list[dict[str, Any]] = []
-    for i, s in enumerate(sessions):
-        # a session after the first runs only the remaining tests: its selection is not the grading's
-        events.extend(e for e in s.events if i == 0 or e["event"] not in ("selected", "collect_error"))
-        if s.lost_test is not None:
-            why = s.killed or f"the test process ended during this test (exit code {s.returncode})"
-            events.append({"event": "report", "test": s.lost_test, "when": "call", "outcome": "failed",
-                           "error_type": "TimeoutError" if s.killed and "limit" in s.killed else "Crash",
-                           "message": f"{why} (decided by the grader)", "grader": True})
-    _check_isolation(events, sessions[0].output, package, student)
-    first = sessions[0]
-    stopped = next((s.killed for s in sessions if s.killed and s.lost_test is None), None)
-    result = _scores(events, first.output, first.returncode, chosen, tests, student, first.collected, stopped)
+    reference = _reference(reference_pkg, tests, files, chosen, box, time_limit, limits, time.monotonic() + timeout)
+    started = time.monotonic()  # the reference run (once per batch) does not eat the student's time
+    run = _run_package(pkg, tests, files, chosen, "student", box, time_limit, limits, started + timeout)
+    _check_isolation(run.events, run.sessions[0].output, run.package, student)
+    result = _scores(run, reference, chosen, tests, student)
     result["sandbox"] = {"kind": box.kind, "user": box.user[0] if box.user else None, "warnings": box.warnings,
-                         "runs": len(sessions)}
-    result["notes"] = notes
+                         "runs": len(run.sessions)}
+    result["notes"] = run.notes + _review_notes(pkg)
     return result
+
+
+def _review_notes(pkg: Path) -> list[str]:
+    """Things for a person to look at: the package imports torch outside minise/interop (a solution may call
+    PyTorch, an equivalent library, instead of computing; the grader cannot tell the difference)."""
+    found = []
+    for py in sorted(pkg.rglob("*.py")):
+        rel = py.relative_to(pkg).as_posix()
+        if rel.startswith("interop/") or py.is_symlink():
+            continue
+        try:
+            text = py.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if _IMPORTS_TORCH.search(text):
+            found.append(rel)
+    return [f"for review: minise/{rel} imports torch (outside minise/interop)" for rel in found]
+
+
+_IMPORTS_TORCH = re.compile(r"^\s*(import|from)\s+torch\b|__import__\(\s*['\"]torch|import_module\(\s*['\"]torch",
+                            re.MULTILINE)
 
 
 def _check_isolation(events: list[dict[str, Any]], output: str, package: str, student: Path) -> None:
@@ -355,52 +439,87 @@ def _check_isolation(events: list[dict[str, Any]], output: str, package: str, st
                               "student's own package")
 
 
-def _scores(events: list[dict[str, Any]], output: str, returncode: int | None, chosen: list[str], tests: Path,
-            student: Path, collected: bool, stopped: str | None) -> dict[str, Any]:
-    selected: dict[str, list[str]] = {}
+def _outcomes(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """test id -> {"passed": True/False/None, "skipped", "error_type", "message"}: what the test process
+    reported (a claim), with the grader's own findings (kills, crashes) taking precedence."""
     outcome: dict[str, dict[str, Any]] = {}
     for e in events:
         test = e.get("test")
-        if not isinstance(test, str):
+        if e["event"] != "report" or not isinstance(test, str):
             continue
-        if e["event"] == "selected" and isinstance(e.get("parts"), list) and e["parts"]:
-            selected[test] = [str(p) for p in e["parts"]]
-        elif e["event"] == "report":
-            r = outcome.setdefault(test, {"passed": None, "skipped": False})
-            if e.get("outcome") == "skipped":
-                r["skipped"] = True
-            elif e.get("outcome") == "failed":
-                if r["passed"] is not False or e.get("grader"):  # the first failure's reason; the grader's wins
-                    r.update(passed=False, error_type=e.get("error_type"), message=str(e.get("message", "")))
-            elif e.get("when") == "call" and e.get("outcome") == "passed" and r["passed"] is None:
-                r["passed"] = True
-    errors: dict[str, list[str]] = {name: [] for name in chosen}
+        r = outcome.setdefault(test, {"passed": None, "skipped": False})
+        if e.get("outcome") == "skipped":
+            r["skipped"] = True
+        elif e.get("outcome") == "failed":
+            if r["passed"] is not False or e.get("grader"):  # the first failure's reason; the grader's wins
+                r.update(passed=False, error_type=e.get("error_type"), message=str(e.get("message", "")))
+        elif e.get("when") == "call" and e.get("outcome") == "passed" and r["passed"] is None:
+            r["passed"] = True
+    return outcome
+
+
+def _observations(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
     for e in events:
+        if e["event"] == "observe" and isinstance(e.get("test"), str):
+            found.setdefault(e["test"], []).append(e)
+    return found
+
+
+def _scores(run: _Run, reference: dict[str, Any], chosen: list[str], tests: Path,
+            student: Path) -> dict[str, Any]:
+    """The score of each assignment. A test passes only if the student's process says it passed AND every
+    value it observed matches the reference run's (judged here, in the grader's process)."""
+    first = run.sessions[0]
+    stopped = next((s.killed for s in run.sessions if s.killed and s.lost_test is None), None)
+    outcome = _outcomes(run.events)
+    observed = _observations(run.events)
+    errors: dict[str, list[str]] = {name: [] for name in chosen}
+    for e, whose in [(e, "") for e in run.events] + [(e, " on the reference package")
+                                                     for e in reference["collect_errors"]]:
         if e["event"] == "collect_error":
             where = Path(str(e.get("where") or "").split("::")[0]) if e.get("where") else None
             owners = _owners_in(tests.joinpath(*where.parts[1:])) if where is not None and where.parts else set()
             for name in (owners or set(chosen)) & set(chosen):  # unknown owners: every assignment
-                errors[name].append(f"{e.get('where') or 'the test session'} could not be loaded:\n{e.get('message')}")
-    if not collected:
-        tail = "\n".join(output.strip().splitlines()[-30:])
+                errors[name].append(f"{e.get('where') or 'the test session'} could not be loaded{whose}:\n"
+                                    f"{e.get('message')}")
+    if not first.collected:
+        tail = "\n".join(first.output.strip().splitlines()[-30:])
         for name in chosen:
-            why = stopped or f"pytest exit code {returncode}"
+            why = stopped or f"pytest exit code {first.returncode}"
             errors[name].append(f"the graded tests could not run ({why}):\n{tail}")
+    for message in reference["errors"]:
+        for name in chosen:
+            errors[name].append(f"the instructor's graded tests are broken: {message}")
     result: dict[str, Any] = {"student_dir": str(student), "tests_dir": str(tests), "assignments": {}}
     for name in chosen:
         rows = []
-        for test, parts in selected.items():
+        for test, parts in run.selected.items():
             if assignment_of(parts) != name:
                 continue
+            ref = reference["tests"].get(test)
+            if ref is None or not (ref["passed"] or ref["skipped"]) or (ref["passed"] and not ref["observations"]):
+                why = ("it is not a graded test of the reference run" if ref is None else
+                       f"it fails on the reference package: {ref['message']}" if not ref["passed"] else
+                       "it observes no value, so the grader cannot judge it (use the checks of "
+                       "tests/assignments/checks.py)")
+                errors[name].append(f"{test}: {why}")
+                continue
             r = outcome.get(test)
-            if r is not None and r["skipped"] and r["passed"] is not False:
+            if ref["skipped"] or (r is not None and r["skipped"] and r["passed"] is not False):
                 continue  # e.g. a GPU test on a machine without one: not counted
+            row = {"test": test, "parts": parts, "passed": False, "error_type": None, "message": ""}
             if r is None or r["passed"] is None:
-                rows.append({"test": test, "parts": parts, "passed": False, "error_type": None,
-                             "message": f"not run: {stopped or 'the test process ended early'}"})
+                row["message"] = f"not run: {stopped or 'the test process ended early'}"
+            elif r["passed"] is False:
+                row.update(error_type=r.get("error_type"), message=r.get("message", ""))
             else:
-                rows.append({"test": test, "parts": parts, "passed": r["passed"],
-                             "error_type": r.get("error_type"), "message": r.get("message", "")})
+                why = judge(ref["observations"], observed.get(test, []))
+                if why is None:
+                    row["passed"] = True
+                else:
+                    row.update(error_type="AssertionError", message=f"{why} (judged by the grader)")
+            rows.append(row)
         if not rows and not errors[name]:
             errors[name].append(f"no graded tests of {name!r} were found")
         passed = sum(t["passed"] for t in rows)

@@ -1,0 +1,138 @@
+"""``minise assignments grade-all``: a folder of submissions (folders and archives) into a gradebook.
+Broken, empty and malicious submissions get their rows with the reason; archives are unpacked
+safely. The instructor's file: ``make`` leaves it out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from minise import assignments as A
+from minise.assignments import batch
+
+from .test_assignments import REPO, reference_copy, tiny_tests
+from .test_attacks import stubbed_copy
+
+
+def zip_folder(folder: Path, out: Path, prefix: str = "") -> None:
+    with zipfile.ZipFile(out, "w") as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                z.write(p, prefix + p.relative_to(folder).as_posix())
+
+
+def add_bytes(t: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def submissions(tmp_path) -> Path:
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    reference_copy(subs / "alice")                                   # a folder: every solution right
+    zip_folder(stubbed_copy(tmp_path / "bob"), subs / "bob.zip", prefix="bob-hw/")   # an archive of a folder
+    with tarfile.open(subs / "carol.tar.gz", "w:gz") as t:           # a path out of the folder
+        add_bytes(t, "minise/__init__.py", b"")
+        add_bytes(t, "../escaped.txt", b"pwned")
+    with tarfile.open(subs / "dan.tar", "w") as t:                   # a link out of the folder, then a file through it
+        link = tarfile.TarInfo("minise")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+        t.addfile(link)
+        add_bytes(t, "minise/__init__.py", b"pwned")
+    (subs / "erin").mkdir()                                          # empty
+    (subs / "frank.txt").write_text("my homework")                   # not a submission
+    (subs / "gina.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
+    broken = reference_copy(subs / "hugo")                           # a package that cannot be imported
+    (broken / "minise" / "functional" / "scale.py").write_text("def broken(:\n")
+    return subs
+
+
+def test_grade_all_gives_every_submission_its_rows(tmp_path, submissions, capsys):
+    tests = tiny_tests(tmp_path / "instructor")
+    out = tmp_path / "gradebook.csv"
+    assert A.main(["grade-all", str(submissions), "--out", str(out), "--tests", str(tests),
+                   "--only", "autograd,se", "--jobs", "2"]) == 0
+    assert "gradebook written" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert [r["student"] for r in rows] == [s for s in ["alice", "bob", "carol", "dan", "erin", "frank.txt", "gina",
+                                                        "hugo"] for _ in range(2)]
+    by = {(r["student"], r["assignment"]): r for r in rows}
+    assert by["alice", "autograd"]["score"] == "1.0" and by["alice", "se"]["score"] == "1.0"
+    assert by["alice", "autograd"]["status"] == "graded"
+    assert by["bob", "autograd"]["score"] == "0.0" and by["bob", "autograd"]["status"] == "graded"
+    reasons = {s: by[s, "autograd"]["reason"] for s in ("carol", "dan", "erin", "frank.txt", "gina", "hugo")}
+    assert "leaves its folder" in reasons["carol"]
+    assert not (tmp_path / "__init__.py").exists(), "a file was written through the archive's link"
+    assert "empty" in reasons["erin"]
+    assert "not a folder or an archive" in reasons["frank.txt"]
+    assert "cannot unpack" in reasons["gina"]
+    assert "could not" in reasons["hugo"]
+    for s in ("carol", "dan", "erin", "frank.txt", "gina", "hugo"):
+        assert by[s, "autograd"]["status"] == "error" and by[s, "autograd"]["score"] == "0.0", s
+    assert not (tmp_path / "escaped.txt").exists() and not (submissions.parent / "escaped.txt").exists()
+    assert not list(tmp_path.glob("**/pwned*"))
+
+    details = tmp_path / "gradebook_details"
+    alice = json.loads((details / "alice.json").read_text())
+    assert alice["assignments"]["autograd"]["failing"] == []
+    bob = json.loads((details / "bob.json").read_text())
+    failing = bob["assignments"]["autograd"]["failing"]
+    assert failing and all(f["error_type"] == "NotImplementedError" for f in failing)
+    assert "leaves its folder" in json.loads((details / "carol.json").read_text())["error"]
+
+
+def test_archives_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "MAX_UNPACKED_BYTES", 1000)
+    archive = tmp_path / "big.tar"
+    with tarfile.open(archive, "w") as t:
+        add_bytes(t, "minise/__init__.py", b"0" * 5000)
+    with pytest.raises(A.AssignmentError, match="more than"):
+        batch.extract_archive(archive, tmp_path / "out")
+    monkeypatch.setattr(batch, "MAX_MEMBERS", 3)
+    with zipfile.ZipFile(tmp_path / "many.zip", "w") as z:
+        for i in range(5):
+            z.writestr(f"f{i}.py", "")
+    with pytest.raises(A.AssignmentError, match="more than 3 members"):
+        batch.extract_archive(tmp_path / "many.zip", tmp_path / "out2")
+
+
+def test_grade_all_refuses_what_is_not_a_folder_of_submissions(tmp_path, capsys):
+    assert A.main(["grade-all", str(tmp_path / "nope"), "--out", str(tmp_path / "g.csv")]) == 2
+    assert "not a folder of submissions" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert A.main(["grade-all", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv")]) == 2
+    assert A.main(["grade-all", str(tmp_path / "empty"), "--out", str(tmp_path / "g.csv"), "--jobs", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_grade_all_50_copies_timing(tmp_path):
+    """Course scale: 50 copies of the full assignment set (made by `make` plus the reference solutions
+    in a few of them), graded with 2 jobs. Prints the wall time; asserts only the grades."""
+    import time
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    handout = tmp_path / "handout"
+    A.make(handout)
+    for i in range(50):
+        if i % 5 == 0:
+            reference_copy(subs / f"s{i:02d}")
+        else:
+            shutil.copytree(handout / "minise", subs / f"s{i:02d}" / "minise")
+    started = time.monotonic()
+    rows = batch.grade_all(subs, tmp_path / "book.csv", jobs=2)
+    seconds = time.monotonic() - started
+    print(f"\ngraded 50 copies in {seconds:.0f} s ({seconds / 50:.1f} s per copy, 2 jobs)")
+    full = [r for r in rows if r["student"] in {f"s{i:02d}" for i in range(0, 50, 5)}]
+    assert all(r["score"] == 1.0 for r in full)
+    assert all(r["score"] == 0.0 for r in rows if r not in full)
+    assert REPO.exists()

@@ -1,0 +1,153 @@
+"""The grader's machinery on its own: choosing the sandbox (and degrading loudly), the judge, safe
+writes, copying a student's package, the plugin's one rule. The instructor's file: ``make`` leaves it out."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minise import assignments as A
+from minise.assignments import judge as J
+from minise.assignments import plugin, sandbox
+
+from .test_assignments import reference_copy, tiny_tests
+from .test_attacks import append_to_init, processes_with
+
+
+# ------------------------------------------------------------------ choosing the sandbox
+def test_an_unknown_sandbox_or_user_is_a_clear_error():
+    with pytest.raises(A.AssignmentError, match="unknown sandbox 'docker'"):
+        A.choose_sandbox("docker")
+    if os.geteuid() == 0:
+        with pytest.raises(A.AssignmentError, match="no user 'no-such-user-here'"):
+            A.choose_sandbox("auto", user="no-such-user-here")
+        with pytest.raises(A.AssignmentError, match="not root"):
+            A.choose_sandbox("auto", user="root")
+
+
+def test_without_bubblewrap_the_grader_degrades_loudly(monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    sandbox._bwrap_works.cache_clear()
+    try:
+        with pytest.warns(A.SandboxWarning, match="bubblewrap \\(bwrap\\) is not installed"):
+            box = A.choose_sandbox("auto")
+        assert box.kind == "none"
+        assert any("UNSANDBOXED" in w for w in box.warnings)
+        with pytest.raises(A.AssignmentError, match="--sandbox bwrap: bubblewrap"):
+            A.choose_sandbox("bwrap")
+    finally:
+        sandbox._bwrap_works.cache_clear()
+
+
+def test_the_degraded_mode_still_grades_and_kills_what_it_started(tmp_path):
+    token = f"minise-degraded-{os.getpid()}-{time.monotonic_ns()}"
+    student = reference_copy(tmp_path / "student")
+    append_to_init(student, f"""
+        import subprocess as _subprocess, sys as _sys
+        _subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(600)", "{token}"])
+        """)
+    with pytest.warns(A.SandboxWarning, match="UNSANDBOXED"):
+        box = A.choose_sandbox("none")
+    result = A.grade(student, tests_dir=tiny_tests(tmp_path), sandbox=box)
+    assert result["sandbox"]["kind"] == "none" and result["sandbox"]["warnings"] == box.warnings
+    assert result["assignments"]["autograd"]["score"] == 1.0 and result["assignments"]["se"]["score"] == 1.0
+    time.sleep(0.5)
+    assert not processes_with(token), "the process group was not killed"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sandbox._bwrap_works() is not None, reason="needs root and bubblewrap")
+def test_the_bwrap_command_drops_to_the_user_and_hides_the_reference(tmp_path):
+    box = A.choose_sandbox("bwrap", user="nobody")
+    assert box.kind == "bwrap" and box.user == (65534, 65534) and not box.warnings
+    cmd = box.command(tmp_path, ["-q"], {"A": "1"}, A.Limits(), [])
+    assert cmd[0] == "bwrap" and "--unshare-net" in cmd and "--unshare-pid" in cmd and "--die-with-parent" in cmd
+    assert cmd[cmd.index("--user") + 1] == "65534:65534"
+    assert "/work" not in [cmd[i + 2] for i, a in enumerate(cmd) if a == "--ro-bind" and cmd[i + 1] == "/work"]
+    binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ro-bind"]
+    repo = str(Path(A.__file__).resolve().parents[2])
+    assert not any(b == repo or b.startswith(repo + "/minise") or b.startswith(repo + "/tests") for b in binds), binds
+
+
+# ------------------------------------------------------------------ the judge
+def enc(a) -> dict:
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode()}
+
+
+def obs(what, kind, value, **options) -> dict:
+    return {"what": what, "kind": kind, "value": value, "options": options}
+
+
+def test_the_judge_compares_with_the_references_tolerances():
+    ref = [obs("y", "close", enc(np.array([1.0, 2.0])), rtol=1e-6, atol=0.0)]
+    assert J.judge(ref, [obs("y", "close", enc(np.array([1.0, 2.0 + 1e-9])), rtol=1.0, atol=1.0)]) is None
+    why = J.judge(ref, [obs("y", "close", enc(np.array([1.0, 2.1])), rtol=1.0, atol=1.0)])
+    assert "1 of 2 values differ" in why  # the student's own (loose) tolerance counts for nothing
+    assert "dtype float32" in J.judge(ref, [obs("y", "close", enc(np.array([1.0, 2.0], np.float32)))])
+    assert "shape (3,)" in J.judge(ref, [obs("y", "close", enc(np.zeros(3)))])
+    assert "got None" in J.judge(ref, [obs("y", "close", {"json": None})])
+    assert "never computed" in J.judge(ref, [])
+    assert "more values" in J.judge(ref, ref + ref)
+    assert "reported 'z'" in J.judge(ref, [obs("z", "close", enc(np.array([1.0, 2.0])))])
+    assert J.judge([obs("n", "equal", {"json": [1, 2]})], [obs("n", "equal", {"json": [1, 2]})]) is None
+    assert "expected [1, 2]" in J.judge([obs("n", "equal", {"json": [1, 2]})], [obs("n", "equal", {"json": [2, 1]})])
+
+
+def test_the_judge_refuses_malformed_or_dangerous_arrays():
+    ref = [obs("y", "close", enc(np.zeros(2)), rtol=0, atol=0)]
+    bad = [{"dtype": "|O", "shape": [2], "b64": base64.b64encode(b"x" * 16).decode()},
+           {"dtype": "<f8", "shape": [3], "b64": base64.b64encode(b"x" * 16).decode()},
+           {"dtype": "<f8", "shape": [2], "b64": "not base64!"},
+           {"dtype": "<f8", "shape": [-2], "b64": ""},
+           "a string"]
+    for value in bad:
+        assert "malformed" in J.judge(ref, [obs("y", "close", value)]), value
+
+
+def test_the_judge_checks_an_order_against_the_reference_graph():
+    # 0 consumes 1 and 2; 1 consumes 2: the only valid order is 0, 1, 2
+    ref = [obs("order", "order", {"json": [0, 1, 2]}, nodes=3, edges=enc(np.array([[1, 0], [2, 0], [2, 1]])))]
+    assert J.judge(ref, [obs("order", "order", {"json": [0, 1, 2]})]) is None
+    assert "comes before" in J.judge(ref, [obs("order", "order", {"json": [0, 2, 1]})])
+    assert "each exactly once" in J.judge(ref, [obs("order", "order", {"json": [0, 1, 1]})])
+    assert "not a list" in J.judge(ref, [obs("order", "order", {"json": None})])
+
+
+# ------------------------------------------------------------------ files
+def test_write_atomically_never_follows_a_link(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("precious")
+    link = tmp_path / "out.json"
+    link.symlink_to(target)
+    A.write_atomically(link, "new")
+    assert target.read_text() == "precious"
+    assert link.read_text() == "new" and not link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "out.json"]
+    with pytest.raises(A.AssignmentError, match="is a folder"):
+        A.write_atomically(tmp_path, "x")
+
+
+def test_copying_a_package_takes_folders_and_regular_files_only(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.py").write_text("a = 1\n")
+    (src / "sub" / "b.py").write_text("b = 2\n")
+    (src / "link.py").symlink_to("/etc/passwd")
+    (src / "linkdir").symlink_to("/etc")
+    os.mkfifo(src / "pipe")
+    from minise.assignments.grader import copy_package
+
+    notes = copy_package(src, tmp_path / "dst")
+    assert sorted(str(p.relative_to(tmp_path / "dst")) for p in (tmp_path / "dst").rglob("*")) == \
+        ["a.py", "sub", "sub/b.py"]
+    assert len(notes) == 3 and all("left out" in n for n in notes)
+
+
+def test_the_first_marker_part_chooses_the_assignment():
+    assert plugin.assignment_of(["conv/forward", "autograd/relu"]) == "conv"
+    assert A.assignment_of(("se/excite",)) == "se"
