@@ -390,13 +390,18 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     chosen = sorted(only) if only else list(ASSIGNMENTS)
     box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
     limits = limits or Limits(cpu_seconds=int(timeout) + 60)
-    reference = _reference(reference_pkg, tests, files, chosen, box, time_limit, limits, time.monotonic() + timeout)
+    # a student checking their own copy has no reference: their tests compare with the oracle themselves
+    self_check = reference_pkg == pkg.resolve()
+    reference = None if self_check else _reference(reference_pkg, tests, files, chosen, box, time_limit, limits,
+                                                   time.monotonic() + timeout)
     started = time.monotonic()  # the reference run (once per batch) does not eat the student's time
-    run = _run_package(pkg, tests, files, chosen, "student", box, time_limit, limits, started + timeout)
+    run = _run_package(pkg, tests, files, chosen, "self" if self_check else "student", box, time_limit, limits,
+                       started + timeout)
     _check_isolation(run.events, run.sessions[0].output, run.package, student)
     result = _scores(run, reference, chosen, tests, student)
     result["sandbox"] = {"kind": box.kind, "user": box.user[0] if box.user else None, "warnings": box.warnings,
                          "runs": len(run.sessions)}
+    result["judged_by"] = "the test process (a self-check)" if self_check else "the grader, against the reference"
     result["notes"] = run.notes + _review_notes(pkg)
     return result
 
@@ -466,17 +471,18 @@ def _observations(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return found
 
 
-def _scores(run: _Run, reference: dict[str, Any], chosen: list[str], tests: Path,
+def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], tests: Path,
             student: Path) -> dict[str, Any]:
     """The score of each assignment. A test passes only if the student's process says it passed AND every
-    value it observed matches the reference run's (judged here, in the grader's process)."""
+    value it observed matches the reference run's (judged here, in the grader's process). Without a
+    reference (a student grading their own copy) the test process's word is taken."""
     first = run.sessions[0]
     stopped = next((s.killed for s in run.sessions if s.killed and s.lost_test is None), None)
     outcome = _outcomes(run.events)
     observed = _observations(run.events)
     errors: dict[str, list[str]] = {name: [] for name in chosen}
     for e, whose in [(e, "") for e in run.events] + [(e, " on the reference package")
-                                                     for e in reference["collect_errors"]]:
+                                                     for e in (reference or {}).get("collect_errors", [])]:
         if e["event"] == "collect_error":
             where = Path(str(e.get("where") or "").split("::")[0]) if e.get("where") else None
             owners = _owners_in(tests.joinpath(*where.parts[1:])) if where is not None and where.parts else set()
@@ -488,7 +494,7 @@ def _scores(run: _Run, reference: dict[str, Any], chosen: list[str], tests: Path
         for name in chosen:
             why = stopped or f"pytest exit code {first.returncode}"
             errors[name].append(f"the graded tests could not run ({why}):\n{tail}")
-    for message in reference["errors"]:
+    for message in (reference or {}).get("errors", []):
         for name in chosen:
             errors[name].append(f"the instructor's graded tests are broken: {message}")
     result: dict[str, Any] = {"student_dir": str(student), "tests_dir": str(tests), "assignments": {}}
@@ -497,8 +503,9 @@ def _scores(run: _Run, reference: dict[str, Any], chosen: list[str], tests: Path
         for test, parts in run.selected.items():
             if assignment_of(parts) != name:
                 continue
-            ref = reference["tests"].get(test)
-            if ref is None or not (ref["passed"] or ref["skipped"]) or (ref["passed"] and not ref["observations"]):
+            ref = reference["tests"].get(test) if reference is not None else {"passed": True, "skipped": False,
+                                                                              "observations": None}
+            if ref is None or not (ref["passed"] or ref["skipped"]) or (ref["passed"] and ref["observations"] == []):
                 why = ("it is not a graded test of the reference run" if ref is None else
                        f"it fails on the reference package: {ref['message']}" if not ref["passed"] else
                        "it observes no value, so the grader cannot judge it (use the checks of "
@@ -513,6 +520,8 @@ def _scores(run: _Run, reference: dict[str, Any], chosen: list[str], tests: Path
                 row["message"] = f"not run: {stopped or 'the test process ended early'}"
             elif r["passed"] is False:
                 row.update(error_type=r.get("error_type"), message=r.get("message", ""))
+            elif ref["observations"] is None:
+                row["passed"] = True
             else:
                 why = judge(ref["observations"], observed.get(test, []))
                 if why is None:

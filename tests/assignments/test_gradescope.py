@@ -88,7 +88,7 @@ def test_the_autograder_zip_holds_what_gradescope_runs(tmp_path):
         run = z.read("run_autograder").decode()
         assert "--only conv,se" in run and "--points 50" in run
         assert "bubblewrap" in z.read("setup.sh").decode()
-    assert "minise/assignments/grade.py" in names and "tests/assignments/test_graded_conv.py" in names
+    assert "minise/assignments/grader.py" in names and "tests/assignments/test_graded_conv.py" in names
     assert not any("__pycache__" in n for n in names)
     assert A.main(["autograder", str(tmp_path / "x.tar")]) == 2
 

@@ -151,3 +151,12 @@ def test_copying_a_package_takes_folders_and_regular_files_only(tmp_path):
 def test_the_first_marker_part_chooses_the_assignment():
     assert plugin.assignment_of(["conv/forward", "autograd/relu"]) == "conv"
     assert A.assignment_of(("se/excite",)) == "se"
+
+
+def test_a_student_grading_their_own_copy_gets_a_self_check(tmp_path):
+    """In a student's copy the grader runs from the student's package: there is no reference to judge
+    against, so the tests' own comparisons decide (and the result says so)."""
+    student = reference_copy(tmp_path / "student")
+    result = A.grade(student, tests_dir=tiny_tests(tmp_path), reference_dir=student / "minise")
+    assert result["judged_by"].startswith("the test process")
+    assert result["assignments"]["autograd"]["score"] == 1.0 and result["assignments"]["se"]["score"] == 1.0
