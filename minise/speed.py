@@ -1,7 +1,7 @@
 """The CPU speed machinery the ops call: threads over the batch, blocks of samples, BLAS thread control.
 
 None of this changes what an op computes; it decides how the work is cut up. The ops read as
-textbook code and call four things from here:
+textbook code and call these from here:
 
 - ``batch_parts(x)``: contiguous slices of the batch, one per thread (just the whole batch off the
   CPU, with one thread, or where the BLAS thread count cannot be set);
@@ -9,6 +9,9 @@ textbook code and call four things from here:
   BLAS library held at one thread meanwhile (NumPy lets go of the GIL in its copies, ufuncs and
   matrix products, so the parts run on separate cores; several BLAS threads per part would fight
   over the same cores);
+- ``parts(x, axis)``: the same for the memory-bound passes, which need no BLAS control (batch
+  norm splits its channels, which are independent, so the numbers do not change at all), and
+  ``elementwise(fn, x)`` for a one-pass op such as ReLU's max(x, 0);
 - ``block_size(x, bytes_per_sample, budget)``: how many samples to take at a time so that a block
   of work stays in the cache (the whole batch off the CPU);
 - ``limit_blas_threads(n)``: a context manager over threadpoolctl that counts overlapping users
@@ -32,8 +35,8 @@ from typing import Any
 
 from . import backend
 
-__all__ = ["NUM_THREADS", "batch_parts", "in_parallel", "block_size", "default_block_bytes", "limit_blas_threads",
-           "blas_available", "blas_num_threads", "Prefetcher"]
+__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "elementwise", "block_size",
+           "default_block_bytes", "limit_blas_threads", "blas_available", "blas_num_threads", "Prefetcher"]
 
 
 def _default_num_threads() -> int:
@@ -175,12 +178,42 @@ def batch_parts(x: Any, min_part: int = 1) -> list[slice]:
     return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
 
 
-def in_parallel(fn: Callable[[slice], Any], parts: list[slice]) -> list[Any]:
-    """[fn(part) for part in parts], one pool thread per part and BLAS on one thread meanwhile."""
+PARALLEL_MIN_BYTES = 1 << 20
+"""Arrays smaller than this are not split for the memory-bound ops (a thread hand-off costs more)."""
+
+
+def parts(x: Any, axis: int = 0, min_bytes: int | None = None) -> list[slice]:
+    """Contiguous slices of ``x`` along ``axis``, one per thread, for work that needs no BLAS (the
+    memory-bound passes: batch norm, ReLU); [slice(None)] off the CPU, with one thread, or for an
+    array under ``min_bytes`` (default ``PARALLEL_MIN_BYTES``)."""
+    n = x.shape[axis]
+    t = min(NUM_THREADS, n)
+    if t <= 1 or x.nbytes < (PARALLEL_MIN_BYTES if min_bytes is None else min_bytes) or backend.device_of(x) != "cpu":
+        return [slice(None)]
+    return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
+
+
+def in_parallel(fn: Callable[[slice], Any], parts: list[slice], limit_blas: bool = True) -> list[Any]:
+    """[fn(part) for part in parts], one pool thread per part and (unless ``limit_blas`` is False)
+    BLAS on one thread meanwhile."""
     if len(parts) == 1:
         return [fn(parts[0])]
+    if not limit_blas:
+        return list(_executor(len(parts)).map(fn, parts))
     with limit_blas_threads(1):
         return list(_executor(len(parts)).map(fn, parts))
+
+
+def elementwise(fn: Callable[..., Any], x: Any) -> Any:
+    """fn(x) for an elementwise ``fn(a, out=None)``, computed in parts of the batch on threads of
+    their own (each part written into its slice of the output); just fn(x) when there is one part."""
+    split = parts(x)
+    if len(split) == 1:
+        return fn(x)
+    xp = backend.get_array_module(x)
+    out = xp.empty(x.shape, dtype=fn(x.reshape(-1)[:1]).dtype)
+    in_parallel(lambda s: fn(x[s], out=out[s]), split, limit_blas=False)
+    return out
 
 
 def block_size(x: Any, bytes_per_sample: int, budget: int) -> int:

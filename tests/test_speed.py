@@ -199,3 +199,60 @@ def test_default_block_bytes(monkeypatch):
     assert speed.default_block_bytes() == 1 << 20
     size = speed._l2_cache_bytes()
     assert size is None or size >= 1 << 14
+
+
+# ---------------------------------------------------------------------- memory-bound ops in parts
+@pytest.fixture
+def three_parts(monkeypatch):
+    """Split every array, however small, over three threads."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    monkeypatch.setattr(speed, "PARALLEL_MIN_BYTES", 0)
+
+
+def test_parts():
+    x = np.zeros((7, 5), np.float32)
+    assert speed.parts(x, min_bytes=10**9) == [slice(None)]
+    if speed.NUM_THREADS > 1:
+        split = speed.parts(x, axis=1, min_bytes=0)
+        assert split[0].start == 0 and split[-1].stop == 5 and len(split) == min(speed.NUM_THREADS, 5)
+
+
+def test_parts_split_along_the_axis(three_parts):
+    assert speed.parts(np.zeros((7, 5)), axis=1) == [slice(0, 1), slice(1, 3), slice(3, 5)]
+
+
+def test_elementwise_in_parts_equals_whole(three_parts):
+    x = np.random.default_rng(3).standard_normal((7, 4, 3)).astype(np.float32)
+    got = speed.elementwise(lambda a, out=None: np.maximum(a, 0, out=out), x)
+    np.testing.assert_array_equal(got, np.maximum(x, 0))
+    assert got.dtype == np.float32
+
+
+def _relu_and_bn(training, dtype=np.float64):
+    import minise.functional as F
+    from minise import Tensor
+
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal((5, 7, 4, 3)).astype(dtype) * 2 + 1, requires_grad=True)
+    w = Tensor(rng.uniform(0.5, 1.5, 7).astype(dtype), requires_grad=True)
+    b = Tensor(rng.standard_normal(7).astype(dtype), requires_grad=True)
+    rm, rv = rng.standard_normal(7).astype(dtype), rng.uniform(0.5, 2, 7).astype(dtype)
+    y = F.relu(F.batch_norm(x, rm, rv, w, b, training=training))
+    y.backward(rng.standard_normal(y.shape).astype(dtype))
+    return [y.numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy(), rm, rv]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_norm_and_relu_in_parts_give_the_same_numbers(monkeypatch, training, dtype):
+    """Batch norm splits its (independent) channels, ReLU its batch: not one number changes."""
+    whole = _relu_and_bn(training, dtype)
+    monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    monkeypatch.setattr(speed, "PARALLEL_MIN_BYTES", 0)
+    split = _relu_and_bn(training, dtype)
+    for k, (a, b) in enumerate(zip(split, whole)):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {k} (y, dL/dx, dL/dw, dL/db, running mean, var)")
+
+
+def test_parts_never_more_than_the_axis(three_parts):
+    assert speed.parts(np.zeros((2, 5))) == [slice(0, 1), slice(1, 2)]

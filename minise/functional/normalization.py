@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import speed
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
@@ -45,35 +46,46 @@ class BatchNorm(Function):
         xp = get_array_module(x, weight, bias, self.running_mean, self.running_var)
         c = x.shape[1]
         xv = _channel_view(x)
-        m = xv.shape[0] * xv.shape[2]
-        if self.training:
-            if m < 2:
-                raise ValueError(
-                    f"batch_norm: training needs more than one value per channel, got input {tuple(x.shape)}"
-                )
-            mean = xv.sum(axis=2).sum(axis=0) / x.dtype.type(m)
-            xc = xv - mean[:, None]
-            var = _sum_of_squares(xc) / x.dtype.type(m)
-            mom = self.momentum
-            if self.running_mean is not None:
-                self.running_mean *= 1 - mom
-                self.running_mean += mom * mean.astype(self.running_mean.dtype, copy=False)
-            if self.running_var is not None:
-                self.running_var *= 1 - mom
-                self.running_var += (mom * m / (m - 1)) * var.astype(self.running_var.dtype, copy=False)
-        else:
-            mean, var = self.running_mean.astype(x.dtype, copy=False), self.running_var.astype(x.dtype, copy=False)
-            xc = xv - mean[:, None]
-        invstd = 1 / xp.sqrt(var + x.dtype.type(self.eps))
-        x_hat = xc  # xc is a new array (x may be needed elsewhere): it becomes x̂ in place
-        x_hat *= invstd[:, None]
+        if self.training and xv.shape[0] * xv.shape[2] < 2:
+            raise ValueError(f"batch_norm: training needs more than one value per channel, got input {tuple(x.shape)}")
         gamma = weight if weight is not None else xp.ones(c, dtype=x.dtype)
-        y = x_hat * gamma[:, None]
-        if bias is not None:
-            y += bias[:, None]
+        x_hat, y = xp.empty(xv.shape, dtype=x.dtype), xp.empty(xv.shape, dtype=x.dtype)
+        invstd = xp.empty(c, dtype=x.dtype)
+
+        def part(s: slice) -> None:  # the channels are independent: a slice of them per thread
+            beta = None if bias is None else bias[s]
+            invstd[s] = self._normalize(xv[:, s], gamma[s], beta, x_hat[:, s], y[:, s], s)
+
+        speed.in_parallel(part, speed.parts(xv, axis=1), limit_blas=False)
         self.save(x_hat, invstd, weight)
         self.has_bias = bias is not None
         return y.reshape(x.shape)
+
+    def _normalize(self, xv: Any, gamma: Any, beta: Any, x_hat: Any, y: Any, s: slice) -> Any:
+        """The forward for the channels ``s``: x̂ and y written into the given arrays; returns 1/√(σ² + ε)."""
+        xp = get_array_module(xv)
+        dtype = xv.dtype.type
+        m = xv.shape[0] * xv.shape[2]
+        if self.training:
+            mean = xv.sum(axis=2).sum(axis=0) / dtype(m)
+            xp.subtract(xv, mean[:, None], out=x_hat)  # x − μ (made x̂ in place below)
+            var = _sum_of_squares(x_hat) / dtype(m)
+            mom = self.momentum
+            if self.running_mean is not None:
+                self.running_mean[s] *= 1 - mom
+                self.running_mean[s] += mom * mean.astype(self.running_mean.dtype, copy=False)
+            if self.running_var is not None:
+                self.running_var[s] *= 1 - mom
+                self.running_var[s] += (mom * m / (m - 1)) * var.astype(self.running_var.dtype, copy=False)
+        else:
+            mean, var = self.running_mean[s].astype(xv.dtype), self.running_var[s].astype(xv.dtype)
+            xp.subtract(xv, mean[:, None], out=x_hat)
+        invstd = 1 / xp.sqrt(var + dtype(self.eps))
+        x_hat *= invstd[:, None]
+        xp.multiply(x_hat, gamma[:, None], out=y)
+        if beta is not None:
+            y += beta[:, None]
+        return invstd
 
     def backward(self, gy):
         # BEGIN SOLUTION se/batchnorm_backward
