@@ -41,7 +41,7 @@ from .errors import UserError, one_line
 from .optim import SGD, CosineLR, MultiStepLR, Schedule, no_decay_groups
 from .report import eval_report, plot_confusion, plot_curves, write_metrics, write_text_atomic
 
-__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "resolve_config", "check_config", "main",
+__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "resolve_config", "check_config",
            "UserError", "NonFiniteLoss", "Interrupted", "DEFAULTS", "PRESETS", "QUICK"]
 
 
@@ -847,9 +847,3 @@ def eval_checkpoint(path: str | os.PathLike, *, data_dir: str | os.PathLike | No
     result["png"] = str(png)
     return result
 
-
-def main(argv: Any = None) -> int:
-    """The ``minise`` command (kept here for older callers: see :func:`minise.cli.main`)."""
-    from .cli import main as cli_main  # noqa: PLC0415 - cli imports this module
-
-    return cli_main(argv)

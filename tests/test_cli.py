@@ -178,10 +178,3 @@ def test_labels_of_the_wrong_type_are_a_usage_error(tmp_path: Path, monkeypatch:
     assert cli.main(["train", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "data_batch_2: label 1 is b'x' (bytes); labels must be integers in 0..9" in _one_line_error(capsys)
 
-
-def test_train_main_is_kept_as_an_alias() -> None:
-    from minise.train import main  # noqa: PLC0415
-
-    with pytest.raises(SystemExit) as info:
-        main(["--version"])
-    assert info.value.code == 0
