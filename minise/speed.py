@@ -5,6 +5,8 @@ textbook code and call these from here:
 
 - ``batch_parts(x)``: contiguous slices of the batch, one per thread (just the whole batch off the
   CPU, with one thread, or where the BLAS thread count cannot be set);
+- ``over_batch(fn, x, shape, dtype)``: ``fn`` on each part of the batch in parallel, its rows
+  gathered into one array (no copy when there is one part);
 - ``in_parallel(fn, parts)``: ``[fn(part) for part in parts]``, one pool thread per part, with the
   BLAS library held at one thread meanwhile (NumPy lets go of the GIL in its copies, ufuncs and
   matrix products, so the parts run on separate cores; several BLAS threads per part would fight
@@ -35,8 +37,9 @@ from typing import Any
 
 from . import backend
 
-__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "elementwise", "block_size",
-           "default_block_bytes", "limit_blas_threads", "blas_available", "blas_num_threads", "Prefetcher"]
+__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch", "elementwise",
+           "block_size", "default_block_bytes", "limit_blas_threads", "blas_available", "blas_num_threads",
+           "Prefetcher"]
 
 
 def _default_num_threads() -> int:
@@ -202,6 +205,27 @@ def in_parallel(fn: Callable[[slice], Any], parts: list[slice], limit_blas: bool
         return list(_executor(len(parts)).map(fn, parts))
     with limit_blas_threads(1):
         return list(_executor(len(parts)).map(fn, parts))
+
+
+def over_batch(fn: Callable[[slice], tuple[Any, Any]], x: Any, shape: tuple[int, ...] | None,
+               dtype: Any) -> tuple[Any, list[Any]]:
+    """Run ``fn(part)`` for each part of x's batch (``batch_parts``, ``in_parallel``); ``fn`` returns
+    (the rows ``part`` of one array of ``shape`` and ``dtype``, anything else). Returns (that whole
+    array, [the other results in order]). With one part the array is ``fn``'s own (no copy); with
+    several, each thread copies its rows into one new array. ``shape=None``: no array is gathered."""
+    split = batch_parts(x)
+    if len(split) == 1:
+        rows, other = fn(split[0])
+        return rows, [other]
+    out = None if shape is None else backend.get_array_module(x).empty(shape, dtype=dtype)
+
+    def run(s: slice) -> Any:
+        rows, other = fn(s)
+        if out is not None:
+            out[s] = rows
+        return other
+
+    return out, in_parallel(run, split)
 
 
 def elementwise(fn: Callable[..., Any], x: Any) -> Any:

@@ -256,3 +256,18 @@ def test_batch_norm_and_relu_in_parts_give_the_same_numbers(monkeypatch, trainin
 
 def test_parts_never_more_than_the_axis(three_parts):
     assert speed.parts(np.zeros((2, 5))) == [slice(0, 1), slice(1, 2)]
+
+
+def test_over_batch_gathers_rows_and_keeps_a_single_part_uncopied(monkeypatch):
+    x = np.arange(14.0).reshape(7, 2)
+    monkeypatch.setattr(speed, "NUM_THREADS", 1)
+    mine = []
+    rows, others = speed.over_batch(lambda s: (mine.append(x[s] * 2) or mine[-1], s), x, x.shape, x.dtype)
+    assert rows is mine[0] and others == [slice(None)]
+    if speed.blas_available():
+        monkeypatch.setattr(speed, "NUM_THREADS", 3)
+        rows, others = speed.over_batch(lambda s: (x[s] * 2, s.stop - s.start), x, x.shape, x.dtype)
+        np.testing.assert_array_equal(rows, x * 2)
+        assert others == [2, 2, 3]
+        rows, others = speed.over_batch(lambda s: (None, 1), x, None, x.dtype)
+        assert rows is None and others == [1, 1, 1]

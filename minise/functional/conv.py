@@ -89,12 +89,8 @@ class Conv2d(Function):
         if _is_pointwise(geo):
             y = _pointwise(x, w, self.stride, self.groups)
         else:  # y = W_mat X_col, each part of the batch on a thread of its own
-            y = get_array_module(x).empty((x.shape[0], w.shape[0], geo.out_h, geo.out_w), dtype=x.dtype)
-
-            def part(s: slice) -> None:
-                y[s] = _correlate(x[s], w, geo, self.groups)
-
-            speed.in_parallel(part, speed.batch_parts(x))
+            y, _ = speed.over_batch(lambda s: (_correlate(x[s], w, geo, self.groups), None), x,
+                                    (x.shape[0], w.shape[0], geo.out_h, geo.out_w), x.dtype)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
         return y
@@ -116,19 +112,16 @@ class Conv2d(Function):
         full = self._full_correlation(gy)
         x_by_col2im = need_x and full is None
         w_flipped = _flipped(w, self.groups) if need_x and full is not None else None
-        gx = get_array_module(x).empty(x.shape, dtype=gy.dtype) if need_x else None
 
-        def part(s: slice) -> Any:
-            gw_part = None
+        def part(s: slice) -> tuple[Any, Any]:
+            gx_part = gw_part = None
             if need_w or x_by_col2im:
                 gw_part, gx_part = self._backward_by_columns(x[s], w, gy[s], need_w, x_by_col2im)
             if w_flipped is not None:
                 gx_part = _correlate(gy[s], w_flipped, full, self.groups)
-            if need_x:
-                gx[s] = gx_part
-            return gw_part
+            return gx_part, gw_part
 
-        gw_parts = speed.in_parallel(part, speed.batch_parts(x))
+        gx, gw_parts = speed.over_batch(part, x, x.shape if need_x else None, gy.dtype)
         gw = None
         if need_w:
             gw = gw_parts[0]
