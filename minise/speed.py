@@ -4,18 +4,18 @@ None of this changes what an op computes; it decides how the work is cut up. The
 textbook code and call these from here:
 
 - ``batch_parts(x)``: contiguous slices of the batch, one per thread (just the whole batch off the
-  CPU, with one thread, or where the BLAS thread count cannot be set);
-- ``over_batch(fn, x, shape, dtype)``: ``fn`` on each part of the batch in parallel, its rows
-  gathered into one array (no copy when there is one part);
+  CPU, with one thread, or where the BLAS thread count cannot be set); ``parts(x, axis)`` the same
+  for the memory-bound passes, which need no BLAS control (batch norm splits its channels, which
+  are independent, so not one number changes);
 - ``in_parallel(fn, parts)``: ``[fn(part) for part in parts]``, one pool thread per part, with the
   BLAS library held at one thread meanwhile (NumPy lets go of the GIL in its copies, ufuncs and
   matrix products, so the parts run on separate cores; several BLAS threads per part would fight
   over the same cores);
-- ``parts(x, axis)``: the same for the memory-bound passes, which need no BLAS control (batch
-  norm splits its channels, which are independent, so the numbers do not change at all), and
-  ``elementwise(fn, x)`` for a one-pass op such as ReLU's max(x, 0);
+- ``over_batch(fn, x, shape, dtype)``: ``fn`` on each part of the batch in parallel, its rows
+  gathered into one array (no copy when there is one part); ``elementwise(fn, x)`` the same for a
+  one-pass op such as ReLU's max(x, 0), each part written straight into the output;
 - ``block_size(x, bytes_per_sample, budget)``: how many samples to take at a time so that a block
-  of work stays in the cache (the whole batch off the CPU);
+  of work stays in the cache (``default_block_bytes()``: half a core's L2; the whole batch off the CPU);
 - ``limit_blas_threads(n)``: a context manager over threadpoolctl that counts overlapping users
   (nested blocks, several threads): the first one in sets the limit, the last one out restores it.
 
