@@ -17,7 +17,9 @@ at import: ``import minise`` and ``minise --version`` work whatever it holds, an
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "to_numpy",
     "set_default_device",
     "get_default_device",
+    "default_device",
     "register_device",
     "synchronize",
     "gpu_available",
@@ -166,6 +169,24 @@ def get_default_device() -> str:
     if _default_device is None:
         _default_device = device_from_environment()
     return _default_device
+
+
+@contextlib.contextmanager
+def default_device(device: str) -> Iterator[str]:
+    """Within the block, new tensors and parameters are made on ``device``; the previous default returns after.
+
+    ``minise.train`` runs a whole training in it, so ``--device cpu`` never reaches for the device that
+    ``MINISE_DEVICE`` names (one default per process: not for threads that want different devices).
+    """
+    global _default_device
+    name = _check_name(device)
+    module_for(name)
+    previous = _default_device
+    _default_device = name
+    try:
+        yield name
+    finally:
+        _default_device = previous
 
 
 def device_from_environment(fallback: str = "cpu") -> str:

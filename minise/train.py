@@ -739,7 +739,14 @@ def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_
     Summary keys: out, epoch, step, best_acc, best_epoch, history, stopped_early, model, synthetic.
     """
     device = backend.get_default_device() if device is None else device
-    backend.module_for(device)  # a clear error now if the device cannot be used
+    with backend.default_device(device):  # a clear error now if the device cannot be used
+        return _train(config, out, data_dir, device, resume, stop_after, log, progress, resume_options)
+
+
+def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str | os.PathLike | None, device: str,
+           resume: str | os.PathLike | None, stop_after: int | None, log: Callable[[str], None],
+           progress: bool | None, resume_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The steps of a run (see :func:`train`), with ``device`` the default device for every new tensor."""
     if stop_after is not None and stop_after < 1:
         raise UserError(f"--stop-after must be at least 1, got {stop_after}")
     resumed = _read_resume(resume) if resume is not None else None
@@ -809,8 +816,13 @@ def eval_checkpoint(path: str | os.PathLike, *, data_dir: str | os.PathLike | No
     ``path``: a checkpoint, or a run folder (its best.npz). ``device`` None: the default device.
     """
     device = backend.get_default_device() if device is None else device
-    backend.module_for(device)
-    path = _checkpoint_path(path, "best.npz")
+    with backend.default_device(device):
+        return _eval_checkpoint(_checkpoint_path(path, "best.npz"), data_dir, device, model_name, limit_test, out, log)
+
+
+def _eval_checkpoint(path: Path, data_dir: str | os.PathLike | None, device: str, model_name: str | None,
+                     limit_test: int | None, out: str | os.PathLike | None,
+                     log: Callable[[str], None]) -> dict[str, Any]:
     arrays, meta = load_checkpoint(path)
     cfg = _saved_config(path, meta)
     _require(path, meta, _model_meta_checks())

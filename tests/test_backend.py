@@ -57,6 +57,18 @@ def test_environment_variable_sets_the_default(monkeypatch: pytest.MonkeyPatch, 
     assert backend.get_default_device() == "cpu"
 
 
+def test_default_device_block(simulated_gpu) -> None:
+    with backend.default_device("cuda") as name:
+        assert name == "cuda" and Tensor([1.0]).device == "cuda"
+        with backend.default_device("cpu"):
+            assert Tensor([1.0]).device == "cpu"
+        assert backend.get_default_device() == "cuda"
+    assert backend.get_default_device() == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'tpu'"), backend.default_device("tpu"):
+        pass
+    assert backend.get_default_device() == "cpu"
+
+
 def test_tensor_moves_between_devices(simulated_gpu):
     x = Tensor(np.arange(3.0), requires_grad=True)
     y = x.to("cuda")

@@ -466,3 +466,19 @@ def test_environment_device_is_used_by_train(tmp_path: Path, monkeypatch: pytest
     assert "parameters) on cuda;" in capsys.readouterr().out
     assert main([*args[:-4], "--out", str(tmp_path / "run2"), "--device", "cpu", "--progress", "off"]) == 0
     assert "parameters) on cpu;" in capsys.readouterr().out  # --device wins
+
+
+def test_eval_reads_a_checkpoint_with_a_partial_configuration(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Tutorial 9's checkpoint: weights, a model name and r, no training state (was a KeyError in eval)."""
+    from minise.checkpoint import save_checkpoint  # noqa: PLC0415
+    from minise.data import channel_stats, make_synthetic  # noqa: PLC0415
+
+    model = minise.models.create("se_resnet8", num_classes=10, reduction=4)
+    mean, std = channel_stats(make_synthetic(**train_mod.QUICK_SYNTHETIC).train_images)
+    save_checkpoint(tmp_path / "se_resnet8.npz", {f"model/{k}": v for k, v in model.state_dict().items()},
+                    {"kind": "tutorial", "model": "se_resnet8", "config": {"model": "se_resnet8", "reduction": 4},
+                     "num_classes": 10, "mean": mean.tolist(), "std": std.tolist(), "synthetic": True})
+    assert main(["eval", "--checkpoint", str(tmp_path / "se_resnet8.npz"), "--limit-test", "50"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"checkpoint {tmp_path / 'se_resnet8.npz'}: se_resnet8 on generated data (not CIFAR)"
+    assert out[1].startswith("test accuracy ") and "/ 50)" in out[1]
