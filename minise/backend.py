@@ -6,7 +6,7 @@ Every op asks the data where it lives::
     y = xp.maximum(x, 0)
 
 so the same code runs on both. A device is a name ("cpu" or "cuda") bound to an array
-module. Tests bind "cuda" to a strict simulated device (see ``tests/strict_device.py``)
+module. Tests bind "cuda" to a strict simulated device (see ``minise.testing``)
 to prove that no op reaches for NumPy behind the data's back.
 
 The default device (where new tensors and parameters are made) is "cpu" unless the environment

@@ -28,13 +28,13 @@ __all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "project_root", "make"
            "ignore_caches", "remove_instructor_only"]
 
 # what a student copy contains, relative to the project root (missing entries are skipped)
-COPIED = ["minise", "tests", "tutorials", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"]
+COPIED = ["minise", "tests", "tutorials", "pyproject.toml", "README.md", "LICENSE"]
 
 # the instructor's material, never handed out: near-miss solutions, and the tests that use them
 INSTRUCTOR_ONLY = ["tests/assignments/wrong", "tests/assignments/test_assignments.py",
                    "tests/assignments/test_sandbox.py", "tests/assignments/test_attacks.py",
                    "tests/assignments/test_batch.py", "tests/assignments/test_gradescope.py",
-                   "tests/assignments/hostile.py"]
+                   "tests/assignments/fixtures"]
 
 # assignment -> the names (regular expression, matched in full) of the reference implementations
 # that would solve it: taken out of a copy that strips that assignment
