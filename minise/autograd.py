@@ -305,6 +305,7 @@ class Function:
     needs_input_grad: tuple[bool, ...] = ()
     saved: tuple[Any, ...] = ()
     _output_refs: tuple[weakref.ref, ...] = ()
+    _output_like: tuple[tuple[Any, tuple[int, ...], Any], ...] = ()  # (array module, shape, dtype) per output
 
     def __call__(self, *inputs: Any) -> Any:
         tensors = [x if (x is None or isinstance(x, Tensor)) else Tensor(x) for x in inputs]
