@@ -63,8 +63,8 @@ class _Pool2d(Function):
         return g if self.padding == (0, 0) else unpad(g, self.padding, h, w)
 
     def _offset(self, u: int, v: int, ho: int, wo: int) -> tuple[slice, slice, slice, slice]:
-        """Index of the (H_out, W_out) slice of x_pad that holds offset (u, v) of every window."""
-        assert (ho, wo) == (self.window.out_h, self.window.out_w)
+        """Index of the (H_out, W_out) slice of x_pad that holds offset (u, v) of every window
+        (ho, wo: the output size, which ``self.window`` already knows)."""
         return self.window.offset(u, v)
 
 
