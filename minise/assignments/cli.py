@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ag.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
     ag.add_argument("--points", type=float, default=100.0, metavar="P", help="points per assignment (default 100)")
     # the command Gradescope's run_autograder calls (not for people)
-    gs = sub.add_parser("gradescope-run", help=argparse.SUPPRESS)
+    gs = sub.add_parser("gradescope-run")  # no help: not listed
     gs.add_argument("--root", default="/autograder")
     gs.add_argument("--tests")
     gs.add_argument("--only", metavar="NAME,...")
