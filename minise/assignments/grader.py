@@ -42,7 +42,8 @@ DEFAULT_TIMEOUT = 3600.0
 """Seconds a whole grading run (all assignments of one student) may take."""
 START_LIMIT = 300.0      # seconds for pytest to start and collect the tests (the student's imports included)
 GRACE = 10.0             # seconds past a test's limit before the grader kills the sandbox
-MAX_EVENT_BYTES = 1 << 20
+MAX_EVENT_BYTES = 1 << 20     # one report line
+MAX_REPORT_BYTES = 256 << 20  # all the reports of one session
 MAX_PACKAGE_FILES = 2000
 MAX_PACKAGE_BYTES = 64 << 20
 
@@ -193,10 +194,14 @@ def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chos
         os.close(out_fd)
     os.set_blocking(read_end, False)
     limit_of: dict[str, float] = {}
-    buffer, current, since = b"", None, time.monotonic()
+    buffer, current, since, received, exited_at = b"", None, time.monotonic(), 0, None
     try:
         while True:
             now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now  # its children may still hold the pipe open: read what is there, then stop
+            if exited_at is not None and now - exited_at > 2.0:
+                break
             if not s.collected:
                 until, why = since + START_LIMIT, f"pytest did not start and collect the tests within {START_LIMIT:g} s"
             elif current is not None:
@@ -207,17 +212,23 @@ def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chos
                 until, why = since + time_limit + GRACE, "the test process stopped between tests"
             if deadline < until:
                 until, why = deadline, "the grading run reached its overall time limit"
-            ready, _, _ = select.select([read_end], [], [], max(0.0, until - now))
+            ready, _, _ = select.select([read_end], [], [], min(1.0, max(0.0, until - now)))
             if not ready:
-                s.killed, s.lost_test = why, current
-                break
-            chunk = os.read(read_end, 1 << 16)
+                if time.monotonic() >= until:
+                    s.killed, s.lost_test = why, current
+                    break
+                continue
+            try:
+                chunk = os.read(read_end, 1 << 16)
+            except BlockingIOError:
+                continue
             if not chunk:
                 break
+            received += len(chunk)
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
-            if len(buffer) > MAX_EVENT_BYTES:
-                s.killed, s.lost_test = "the test process wrote an oversized report", current
+            if len(buffer) > MAX_EVENT_BYTES or received > MAX_REPORT_BYTES:
+                s.killed, s.lost_test = "the test process wrote oversized reports", current
                 break
             for line in lines:
                 try:
@@ -350,7 +361,7 @@ def _reference(reference_pkg: Path, tests: Path, files: list[str], chosen: list[
     tests_of: dict[str, Any] = {}
     for test in run.selected:
         r = outcome.get(test, {"passed": None})
-        tests_of[test] = {"passed": r["passed"] is True, "skipped": bool(r.get("skipped")),
+        tests_of[test] = {"parts": run.selected[test], "passed": r["passed"] is True, "skipped": bool(r.get("skipped")),
                           "message": r.get("message") or ("not run" if r["passed"] is None else ""),
                           "observations": observations.get(test, [])}
     collect_errors = [e for e in run.events if e["event"] == "collect_error"]
@@ -498,9 +509,12 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
         for name in chosen:
             errors[name].append(f"the instructor's graded tests are broken: {message}")
     result: dict[str, Any] = {"student_dir": str(student), "tests_dir": str(tests), "assignments": {}}
+    # the graded tests are those of the reference run (the student's process could leave some out);
+    # without a reference (a self-check), those the test process selected
+    graded = ({t: r["parts"] for t, r in reference["tests"].items()} if reference is not None else run.selected)
     for name in chosen:
         rows = []
-        for test, parts in run.selected.items():
+        for test, parts in graded.items():
             if assignment_of(parts) != name:
                 continue
             ref = reference["tests"].get(test) if reference is not None else {"passed": True, "skipped": False,
@@ -513,10 +527,12 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
                 errors[name].append(f"{test}: {why}")
                 continue
             r = outcome.get(test)
-            if ref["skipped"] or (r is not None and r["skipped"] and r["passed"] is not False):
+            if ref["skipped"] or (reference is None and r is not None and r["skipped"] and r["passed"] is not False):
                 continue  # e.g. a GPU test on a machine without one: not counted
             row = {"test": test, "parts": parts, "passed": False, "error_type": None, "message": ""}
-            if r is None or r["passed"] is None:
+            if r is not None and r["skipped"] and r["passed"] is not False:
+                row["message"] = "skipped in the student's run, though the reference ran it"
+            elif r is None or r["passed"] is None:
                 row["message"] = f"not run: {stopped or 'the test process ended early'}"
             elif r["passed"] is False:
                 row.update(error_type=r.get("error_type"), message=r.get("message", ""))

@@ -484,7 +484,7 @@ def tiny_tests(root: Path, extra: dict[str, str] | None = None) -> Path:
     """A tests folder of the repo's conftest and helpers plus a tiny graded file (and ``extra`` files)."""
     tests = root / "tests"
     (tests / "assignments").mkdir(parents=True)
-    for rel in ["__init__.py", "conftest.py", "strict_device.py", "assignments/__init__.py",
+    for rel in ["__init__.py", "conftest.py", "assignments/__init__.py",
                 "assignments/checks.py"]:
         shutil.copy(REPO / "tests" / rel, tests / rel)
     (tests / "tiny").mkdir()

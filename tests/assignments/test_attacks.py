@@ -163,6 +163,34 @@ def test_stealing_the_expected_values_in_process_finds_none(tmp_path):
     assert "values differ from the reference" in rows[TINY[1]]["message"], rows[TINY[1]]
 
 
+def test_skipping_or_hiding_what_fails_does_not_shrink_the_total(tmp_path):
+    """The graded tests are the reference run's: a solution that skips the tests it would fail, or a
+    package that deselects them, does not leave them out of the total."""
+    student = reference_copy(tmp_path / "student")
+    apply_wrong(student, Wrong(Path("skip.txt"), "autograd/relu", "skips instead of failing",
+                               hunks=[(None, ["import pytest", "pytest.skip('not today')"])]))
+    append_to_init(student, """
+        import gc as _gc
+        import pytest as _pytest
+
+        class _Hide:
+            @_pytest.hookimpl(trylast=True)
+            def pytest_collection_modifyitems(self, items):
+                items[:] = [it for it in items if "other_assignment" not in it.nodeid]
+
+        for _o in _gc.get_objects():
+            if type(_o).__name__ == "Config" and hasattr(_o, "pluginmanager"):
+                _o.pluginmanager.register(_Hide())
+                break
+        """)
+    result = A.grade(student, tests_dir=tiny_tests(tmp_path))
+    rows = outcomes(result)
+    assert set(rows) == set(TINY), rows
+    assert not rows[TINY[1]]["passed"] and "skipped in the student's run" in rows[TINY[1]]["message"]
+    assert not rows[TINY[2]]["passed"] and "not run" in rows[TINY[2]]["message"], rows[TINY[2]]
+    assert result["assignments"]["autograd"]["score"] == 0.5 and result["assignments"]["se"]["score"] == 0.0
+
+
 # ------------------------------------------------------------------ the reference is out of reach
 @needs_bwrap
 def test_a_package_pointing_at_the_reference_finds_nothing(tmp_path):
