@@ -146,6 +146,37 @@ def test_builtin_suites_have_their_baselines_and_the_preact_rows() -> None:
     assert suites.SUITES["stages"].config("se_resnet20-stage2").options["model_options"] == {"se_stages": [2]}
 
 
+def test_configs_selection_brings_the_baselines_along() -> None:
+    from minise.experiment.commands import parse_seeds, select  # noqa: PLC0415
+
+    assert [c.name for c in select(suites.SUITES["reduction"], "se_resnet20-r8")] == ["se_resnet20", "se_resnet20-r8"]
+    assert [c.name for c in select(suites.SUITES["se-vs-plain"], "se_preact_*")] == [
+        "preact_resnet110", "se_preact_resnet110", "preact_resnet164", "se_preact_resnet164"]
+    with pytest.raises(UserError, match="no such configuration"):
+        select(suites.SUITES["gate"], "se_resnet20-swish")
+    assert parse_seeds("0, 2") == (0, 2)
+    with pytest.raises(UserError, match="distinct"):
+        parse_seeds("1,1")
+
+
+def test_plan_layers_protocol_overrides_and_configuration(tmp_path: Path) -> None:
+    """The protocol's fields, then the suite's overrides, then the configuration's own options, then the seed."""
+    path = tmp_path / "s.toml"
+    path.write_text('[overrides]\nepochs = 5\nlr = 0.2\n[[config]]\nname = "a"\nmodel = "se_resnet8"\n'
+                    'reduction = 4\nlr = 0.3\nmodel_options = { se_position = "post" }\n')
+    suite = suites.load_suite(str(path))
+    (run,) = runner.plan(suite, suite.configs, [7], "budget", tmp_path / "out")
+    cfg = run.train_config
+    assert (cfg["epochs"], cfg["lr"], cfg["limit_train"], cfg["seed"], cfg["reduction"]) == (5, 0.3, 10_000, 7, 4)
+    assert cfg["model_options"] == {"se_position": "post"}
+    assert run.folder == tmp_path / "out" / "a" / "seed7"
+    # the cost counts 3 passes per training image and 1 per test image: 5 epochs of 10,000 and 5 of 5,000
+    assert run.cost == run.macs * (3 * 5 * 10_000 + 5 * 5_000)
+    (paper,) = runner.plan(suites.SUITES["se-vs-plain"], [suites.SUITES["se-vs-plain"].config("resnet20")], [0],
+                           "paper", tmp_path / "p")
+    assert (paper.train_config["iterations"], paper.train_config["milestone_iters"]) == (64000, [32000, 48000])
+
+
 def test_toml_suite_errors_are_one_line_user_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[[config]]\nname = "a"\nmodel = "resnet8"\nepochz = 3\n')
