@@ -13,8 +13,9 @@ or, around any code (nothing in ``minise`` changes while the block is not runnin
 
 How it measures. Inside ``record()`` the ``forward`` and ``backward`` of every ``Function`` class
 are wrapped (at the class level, undone on leaving the block) by a timer that adds the wall time
-of each call to its (op, direction) row. When one op's method calls another's (``super()``), only
-the outermost is counted, so no time is counted twice. Two more rows come from
+of each call to its (op, direction) row. When one op's method calls another's (``super()``, or
+its parts on ``minise.speed``'s threads), only the outermost call, on the thread that entered
+``record()``, is counted, so no time is counted twice. Two more rows come from
 ``profile_training``: the optimizer update and the rest of the step (the autograd bookkeeping
 between ops: the order of the graph, adding up gradients of a tensor used twice, making Tensors).
 
@@ -157,10 +158,10 @@ _lock = threading.Lock()
 _recording = False
 
 
-def _timed(method: Callable, direction: str, prof: Profile, sync: Callable[[], None]) -> Callable:
+def _timed(method: Callable, direction: str, prof: Profile, sync: Callable[[], None], owner: int) -> Callable:
     def wrapper(self: Function, *args: Any) -> Any:
-        depth = getattr(_active, "depth", 0)
-        if depth:
+        # calls inside a timed one (super(), or an op's parts on minise.speed's threads) are its time
+        if getattr(_active, "depth", 0) or threading.get_ident() != owner:
             return method(self, *args)
         _active.depth = 1
         try:
@@ -197,7 +198,7 @@ def record(synchronize: bool = False, device: str = "cpu") -> Iterator[Profile]:
             for direction in ("forward", "backward"):
                 method = cls.__dict__.get(direction)
                 if method is not None:
-                    setattr(cls, direction, _timed(method, direction, prof, sync))
+                    setattr(cls, direction, _timed(method, direction, prof, sync, threading.get_ident()))
                     patched.append((cls, direction, method))
         yield prof
     finally:

@@ -12,8 +12,7 @@ textbook code and call these from here:
   matrix products, so the parts run on separate cores; several BLAS threads per part would fight
   over the same cores);
 - ``over_batch(fn, x, shape, dtype)``: ``fn`` on each part of the batch in parallel, its rows
-  gathered into one array (no copy when there is one part); ``elementwise(fn, x)`` the same for a
-  one-pass op such as ReLU's max(x, 0), each part written straight into the output;
+  gathered into one array (no copy when there is one part);
 - ``block_size(x, bytes_per_sample, budget)``: how many samples to take at a time so that a block
   of work stays in the cache (``default_block_bytes()``: half a core's L2; the whole batch off the CPU);
 - ``limit_blas_threads(n)``: a context manager over threadpoolctl that counts overlapping users
@@ -37,7 +36,7 @@ from typing import Any
 
 from . import backend
 
-__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch", "elementwise",
+__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch",
            "block_size", "default_block_bytes", "limit_blas_threads", "blas_available", "blas_num_threads",
            "Prefetcher"]
 
@@ -226,18 +225,6 @@ def over_batch(fn: Callable[[slice], tuple[Any, Any]], x: Any, shape: tuple[int,
         return other
 
     return out, in_parallel(run, split)
-
-
-def elementwise(fn: Callable[..., Any], x: Any) -> Any:
-    """fn(x) for an elementwise ``fn(a, out=None)``, computed in parts of the batch on threads of
-    their own (each part written into its slice of the output); just fn(x) when there is one part."""
-    split = parts(x)
-    if len(split) == 1:
-        return fn(x)
-    xp = backend.get_array_module(x)
-    out = xp.empty(x.shape, dtype=fn(x.reshape(-1)[:1]).dtype)
-    in_parallel(lambda s: fn(x[s], out=out[s]), split, limit_blas=False)
-    return out
 
 
 def block_size(x: Any, bytes_per_sample: int, budget: int) -> int:

@@ -221,13 +221,6 @@ def test_parts_split_along_the_axis(three_parts):
     assert speed.parts(np.zeros((7, 5)), axis=1) == [slice(0, 1), slice(1, 3), slice(3, 5)]
 
 
-def test_elementwise_in_parts_equals_whole(three_parts):
-    x = np.random.default_rng(3).standard_normal((7, 4, 3)).astype(np.float32)
-    got = speed.elementwise(lambda a, out=None: np.maximum(a, 0, out=out), x)
-    np.testing.assert_array_equal(got, np.maximum(x, 0))
-    assert got.dtype == np.float32
-
-
 def _relu_and_bn(training, dtype=np.float64):
     import minise.functional as F
     from minise import Tensor
@@ -244,8 +237,8 @@ def _relu_and_bn(training, dtype=np.float64):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_batch_norm_and_relu_in_parts_give_the_same_numbers(monkeypatch, training, dtype):
-    """Batch norm splits its (independent) channels, ReLU its batch: not one number changes."""
+def test_batch_norm_in_parts_gives_the_same_numbers(monkeypatch, training, dtype):
+    """Batch norm splits its (independent) channels over the threads: not one number changes."""
     whole = _relu_and_bn(training, dtype)
     monkeypatch.setattr(speed, "NUM_THREADS", 3)
     monkeypatch.setattr(speed, "PARALLEL_MIN_BYTES", 0)
@@ -271,3 +264,16 @@ def test_over_batch_gathers_rows_and_keeps_a_single_part_uncopied(monkeypatch):
         assert others == [2, 2, 3]
         rows, others = speed.over_batch(lambda s: (None, 1), x, None, x.dtype)
         assert rows is None and others == [1, 1, 1]
+
+
+def test_profile_counts_an_op_once_when_its_parts_run_on_threads(monkeypatch):
+    import minise.functional as F
+    from minise import Tensor, profile
+
+    monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    monkeypatch.setattr(speed, "PARALLEL_MIN_BYTES", 0)
+    x = Tensor(np.random.default_rng(1).standard_normal((4, 6, 3, 3)), requires_grad=True)
+    with profile.record() as prof:
+        F.relu(F.batch_norm(x, None, None, training=True)).backward(np.ones((4, 6, 3, 3)))
+    assert prof.rows[("BatchNorm", "forward")].calls == 1
+    assert prof.rows[("ReLU", "forward")].calls == 1
