@@ -72,7 +72,7 @@ for c in (64, 256, 2048):
 
 # ----------------------------------------------------------------------------------------------
 C.section("3. The reduction ratio r in SE-ResNet-50: minise vs the paper's table")
-# the paper's table on r (ImageNet top-1 error %, parameters in millions), from the journal version (TPAMI 2019), Sec. 6.1
+# the paper's table on r (ImageNet top-1 error %, parameters in millions), journal version, Sec. 6.1
 paper = {2: (22.29, 45.7), 4: (22.25, 35.7), 8: (22.26, 30.7), 16: (22.28, 28.1), 32: (22.72, 26.9)}
 base = models.create("resnet50").num_parameters()
 stages = {"N_s": (3, 4, 6, 3), "C_s": (256, 512, 1024, 2048)}  # blocks and output channels per stage
