@@ -35,8 +35,8 @@ def _numbers(text: str) -> list[float]:
 
 
 def _add_train_arguments(t: argparse.ArgumentParser) -> None:
+    from .config import DEFAULTS, PRESETS  # noqa: PLC0415
     from .data import default_data_dir  # noqa: PLC0415
-    from .train import DEFAULTS, PRESETS  # noqa: PLC0415
 
     t.add_argument("--model", help=f"network name (see minise.models.names()); default {DEFAULTS['model']}")
     t.add_argument("--dataset", choices=["cifar10", "cifar100"], help=f"data set; default {DEFAULTS['dataset']}")
@@ -164,8 +164,8 @@ def train_options(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     used); with --resume the configuration comes from the checkpoint, read once by ``train``, which
     refuses any option given here that contradicts it (``resume_options``).
     """
+    from .config import resolve_config  # noqa: PLC0415
     from .errors import UserError  # noqa: PLC0415
-    from .train import resolve_config  # noqa: PLC0415
 
     given = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     kwargs = {

@@ -25,9 +25,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 from minise import checkpoint, cli  # noqa: E402
 from minise.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from minise.config import DEFAULTS, check_config, resolve_config  # noqa: E402
 from minise.data import SPECS, DataError, make_synthetic, read_cifar_folder  # noqa: E402
 from minise.errors import MiniseError, UserError  # noqa: E402
-from minise.train import DEFAULTS, _saved_config, check_config, resolve_config  # noqa: E402
+from minise.train import _saved_config  # noqa: E402
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 N_TRAIN, N_TEST = 6, 4

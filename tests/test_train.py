@@ -16,8 +16,9 @@ import minise
 from minise import train as train_mod
 from minise.checkpoint import load_checkpoint
 from minise.cli import main
+from minise.config import DEFAULTS, QUICK_SYNTHETIC, resolve_config
 from minise.data import cifar
-from minise.train import DEFAULTS, _plan, resolve_config, train
+from minise.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,31 +146,6 @@ def test_eval_reproduces_the_best_accuracy(tiny_run: tuple[Path, dict], tmp_path
               and "%" not in line]
     assert sum(counts) == 40  # the printed confusion matrix covers every test image once
     assert (tmp_path / "confusion-best.png").stat().st_size > 1000
-
-
-def test_plan_and_presets() -> None:
-    he = resolve_config({"preset": "he2016", "model": "se_resnet110"})
-    assert (he["batch_size"], he["lr"], he["momentum"], he["weight_decay"]) == (128, 0.1, 0.9, 1e-4)
-    assert he["schedule"] == "multistep" and he["milestone_iters"] == [32000, 48000]
-    per_epoch, total, epochs = _plan(he, 50000)
-    assert (per_epoch, total, epochs) == (391, 64000, 164)
-    optimizer = minise.optim.SGD([minise.Tensor(np.zeros(2), requires_grad=True)], lr=0.1)
-    schedule = train_mod._make_schedule(he, optimizer, per_epoch, total)
-    # He et al.'s warm-up: lr 0.01 for the first 400 iterations, then 0.1
-    assert [schedule.lr_at(t)[0] for t in (0, 399)] == [pytest.approx(0.01)] * 2
-    assert schedule.lr_at(400)[0] == 0.1 and he["warmup_iters"] == 400
-    assert schedule.lr_at(31999)[0] == 0.1 and schedule.lr_at(32000)[0] == pytest.approx(0.01)
-    assert schedule.lr_at(48000)[0] == pytest.approx(0.001)
-    # --epochs after the preset: counted in epochs, milestones at half and three quarters
-    short = resolve_config({"preset": "he2016", "epochs": 8})
-    assert short["iterations"] is None and short["milestone_iters"] is None
-    assert _plan(short, 1000) == (8, 64, 8)
-    assert _plan(dict(short, drop_last=True), 1000) == (7, 56, 8)
-    # --warmup-epochs after the preset replaces its warm-up counted in iterations
-    assert resolve_config({"preset": "he2016", "warmup_epochs": 1.0})["warmup_iters"] is None
-    assert resolve_config(he) == he  # a complete configuration comes back unchanged
-    quick = resolve_config({"quick": True, "lr": 0.2})
-    assert quick["lr"] == 0.2 and quick["limit_train"] == train_mod.QUICK["limit_train"]
 
 
 def test_bad_options_are_user_errors(capsys: pytest.CaptureFixture) -> None:
@@ -474,7 +450,7 @@ def test_eval_reads_a_checkpoint_with_a_partial_configuration(tmp_path: Path, ca
     from minise.data import channel_stats, make_synthetic  # noqa: PLC0415
 
     model = minise.models.create("se_resnet8", num_classes=10, reduction=4)
-    mean, std = channel_stats(make_synthetic(**train_mod.QUICK_SYNTHETIC).train_images)
+    mean, std = channel_stats(make_synthetic(**QUICK_SYNTHETIC).train_images)
     save_checkpoint(tmp_path / "se_resnet8.npz", {f"model/{k}": v for k, v in model.state_dict().items()},
                     {"kind": "tutorial", "model": "se_resnet8", "config": {"model": "se_resnet8", "reduction": 4},
                      "num_classes": 10, "mean": mean.tolist(), "std": std.tolist(), "synthetic": True})

@@ -61,7 +61,8 @@ names = ["se_resnet20", "resnet20"] if args.compare else ["se_resnet20"]
 
 # ----------------------------------------------------------------------------------------------
 if args.full:
-    from minise.train import DEFAULTS, PRESETS, train  # noqa: PLC0415
+    from minise.config import DEFAULTS, PRESETS  # noqa: PLC0415
+    from minise.train import train  # noqa: PLC0415
 
     C.section("The paper's schedule (He et al. 2016), through minise.train.train")
     histories = {}

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import resolve_config
 from ..errors import MiniseError, UserError
-from ..train import NonFiniteLoss, resolve_config
+from ..train import NonFiniteLoss
 from .suites import PROTOCOLS, Config, Suite
 
 __all__ = ["Run", "plan", "check", "execute", "run_local", "run_dask", "remote_execute", "model_cost",

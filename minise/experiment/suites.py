@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..train import DEFAULTS, UserError
+from ..config import DEFAULTS
+from ..errors import UserError
 
 __all__ = ["PROTOCOLS", "PROTOCOL_NOTES", "Config", "Suite", "SUITES", "load_suite", "suite_names"]
 
