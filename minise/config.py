@@ -12,7 +12,7 @@ builds it in three layers, each over the one before:
 The ``he2016`` preset is the recipe of He et al. (2016) that the SE paper's CIFAR baselines follow:
 batch 128, 64k iterations, SGD with momentum 0.9 and weight decay 1e-4, lr 0.1 divided by 10 at 32k
 and 48k iterations, and lr 0.01 for the first 400 iterations. An explicit ``epochs`` after it counts
-the run in epochs again (milestones at half and three quarters of the way); an explicit
+the run in epochs again (milestones, unless given, at half and three quarters of the way); an explicit
 ``warmup_epochs`` replaces its warm-up counted in iterations.
 
 :func:`check_config` turns every unusable value into a one-line :class:`~minise.errors.UserError`
