@@ -304,6 +304,21 @@ def test_report_shows_diverged_and_missing_runs(tmp_path: Path) -> None:
     assert "0 is inside the interval" in md or "the interval excludes 0" in md
 
 
+def test_ctrl_c_in_a_run_says_to_rerun_the_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C inside a suite's run points at the experiment command, not at `minise train --resume`."""
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise minise.train.Interrupted("interrupted; continue ... with `minise train --resume X`")
+
+    monkeypatch.setattr(minise.train, "train", interrupted)
+    task = {"name": "se_resnet20", "seed": 1, "folder": str(tmp_path / "run"), "config": {}, "device": "cpu"}
+    with pytest.raises(minise.train.Interrupted) as caught:
+        runner.execute(task)
+    message = str(caught.value)
+    assert "se_resnet20 seed 1" in message and "minise experiment run" in message
+    assert "minise train --resume" not in message
+    assert not (tmp_path / "run" / runner.RESULT).exists()  # an interrupted run is not recorded as finished
+
+
 # ----------------------------------------------------------------------------- resume after a kill
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "MINISE_OFFLINE": "1", "MINISE_NUM_THREADS": "1"}

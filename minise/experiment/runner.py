@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import resolve_config
 from ..errors import MiniseError, UserError
-from ..train import NonFiniteLoss
+from ..train import Interrupted, NonFiniteLoss
 from .suites import PROTOCOLS, Config, Suite
 
 __all__ = ["Run", "plan", "check", "execute", "run_local", "run_dask", "remote_execute", "model_cost",
@@ -236,6 +236,10 @@ def execute(task: dict[str, Any], log: Callable[[str], None] | None = None) -> d
         except NonFiniteLoss as exc:
             status, message = "diverged", str(exc)
             write(f"diverged: {exc}")
+        except Interrupted:
+            raise Interrupted(f"interrupted during {task['name']} seed {task['seed']}: run the same `minise "
+                              "experiment run` command again (finished runs are skipped, this one continues "
+                              f"from {folder / 'last.npz'} if an epoch had ended)") from None
     wall = time.perf_counter() - t0 + float(previous.get("wall_s") or 0.0)
     result = _summarise(folder, status, message, task, wall)
     write_atomic(folder / RESULT, json.dumps(result, indent=1) + "\n")
