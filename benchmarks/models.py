@@ -43,10 +43,10 @@ def rss_peak_mb() -> float:
 # ---------------------------------------------------------------------- minise
 def run_minise(name: str, phase: str, batch: int, steps: int, warmup: int, device: str) -> dict:
     sys.path.insert(0, ROOT)
-    import minise  # noqa: PLC0415
-    import minise.functional as F  # noqa: PLC0415
-    import minise.models as M  # noqa: PLC0415
-    from minise import backend, optim  # noqa: PLC0415
+    import minise
+    import minise.functional as F
+    import minise.models as M
+    from minise import backend, optim
 
     minise.nn.init.manual_seed(0)
     model = M.create(name).to(device)
@@ -67,7 +67,7 @@ def run_minise(name: str, phase: str, batch: int, steps: int, warmup: int, devic
     sync = (lambda: backend.synchronize(device)) if device != "cpu" else (lambda: None)
     pool = None
     if device != "cpu":
-        import cupy  # noqa: PLC0415
+        import cupy
 
         pool = cupy.get_default_memory_pool()
     return _timed(train_step if phase == "train" else eval_step, model, phase, batch, steps, warmup, sync,
@@ -95,17 +95,17 @@ def _timed(fn, model, phase: str, batch: int, steps: int, warmup: int, sync, gpu
 # ---------------------------------------------------------------------- PyTorch
 def torch_cifar_resnet(se: bool, threads: int):
     """The PyTorch (SE-)ResNet-20 the tests verify minise's against, on ``threads`` threads."""
-    import torch  # noqa: PLC0415
+    import torch
 
     sys.path.insert(0, ROOT)
-    from tests.models.torch_nets import CifarResNet  # noqa: PLC0415 (it sets torch to one thread on import)
+    from tests.models.torch_nets import CifarResNet  # it sets torch to one thread on import
 
     torch.set_num_threads(threads)
     return CifarResNet(depth=20, shortcut="A", se_reduction=16 if se else None)
 
 
 def run_torch(name: str, phase: str, batch: int, steps: int, warmup: int, device: str, threads: int) -> dict:
-    import torch  # noqa: PLC0415
+    import torch
 
     torch.manual_seed(0)
     model = torch_cifar_resnet(name.startswith("se_"), threads).to(device)
@@ -133,10 +133,10 @@ def se_cost_minise(batch: int, steps: int, warmup: int, device: str) -> dict:
     """ResNet-20 and SE-ResNet-20 steps alternated in one process: the SE's cost without the drift
     between processes that a shared machine adds (separate runs can differ by 10 % on their own)."""
     sys.path.insert(0, ROOT)
-    import minise  # noqa: PLC0415
-    import minise.functional as F  # noqa: PLC0415
-    import minise.models as M  # noqa: PLC0415
-    from minise import backend, optim  # noqa: PLC0415
+    import minise
+    import minise.functional as F
+    import minise.models as M
+    from minise import backend, optim
 
     rng = np.random.default_rng(0)
     x = minise.Tensor(backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), device))

@@ -35,9 +35,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import minise.functional as F  # noqa: E402
-import minise.functional.conv as conv_module  # noqa: E402
-from minise import Tensor, backend  # noqa: E402
+import minise.functional as F
+import minise.functional.conv as conv_module
+from minise import Tensor, backend
 
 # name, in channels, out channels, size, kernel, stride, padding, groups, needs input grad
 CONVS = [
@@ -136,8 +136,8 @@ def main() -> None:
     if args.block_kib:
         conv_module.CPU_BLOCK_BYTES = args.block_kib << 10
 
-    import torch  # noqa: PLC0415 - benchmarks may use torch; the package never does
-    import torch.nn.functional as TF  # noqa: PLC0415, N812
+    import torch  # benchmarks may use torch; the package never does
+    import torch.nn.functional as TF
 
     torch.set_num_threads(args.threads)
     device = args.device

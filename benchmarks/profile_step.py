@@ -19,9 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import minise.models as M  # noqa: E402
-from minise import nn, speed  # noqa: E402
-from minise.profile import profile_training  # noqa: E402
+import minise.models as M
+from minise import nn, speed
+from minise.profile import profile_training
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,8 +95,8 @@ _blas_limiter: Any = None
 def _controller() -> Any:
     global _blas_controller
     if _blas_controller is None:
-        import numpy  # noqa: F401  (NumPy's BLAS must be loaded before threadpoolctl looks)
-        from threadpoolctl import ThreadpoolController
+        import numpy  # noqa: F401, PLC0415 - NumPy's BLAS must be loaded before threadpoolctl looks
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - so it comes after NumPy
 
         _blas_controller = ThreadpoolController().select(user_api="blas")
     return _blas_controller

@@ -140,7 +140,7 @@ def _checkpoint_zip(path: Path, meta: object, arrays: dict[str, bytes] | None = 
 
 
 def _huge_array_header() -> bytes:
-    import io  # noqa: PLC0415
+    import io
 
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
@@ -165,10 +165,10 @@ def test_damaged_checkpoints_are_one_line_errors_in_eval(tmp_path: Path, capsys:
 
 def test_labels_of_the_wrong_type_are_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
-    import dataclasses  # noqa: PLC0415
-    import pickle  # noqa: PLC0415
+    import dataclasses
+    import pickle
 
-    from minise.data import SPECS, make_synthetic, write_cifar_folder  # noqa: PLC0415
+    from minise.data import SPECS, make_synthetic, write_cifar_folder
 
     monkeypatch.setitem(SPECS, "cifar10", dataclasses.replace(SPECS["cifar10"], train_count=20, test_count=10))
     folder = write_cifar_folder(tmp_path, make_synthetic(20, 10))

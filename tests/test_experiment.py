@@ -147,7 +147,7 @@ def test_builtin_suites_have_their_baselines_and_the_preact_rows() -> None:
 
 
 def test_configs_selection_brings_the_baselines_along() -> None:
-    from minise.experiment.commands import parse_seeds, select  # noqa: PLC0415
+    from minise.experiment.commands import parse_seeds, select
 
     assert [c.name for c in select(suites.SUITES["reduction"], "se_resnet20-r8")] == ["se_resnet20", "se_resnet20-r8"]
     assert [c.name for c in select(suites.SUITES["se-vs-plain"], "se_preact_*")] == [

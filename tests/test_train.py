@@ -353,9 +353,9 @@ def test_ctrl_c_later_names_the_checkpoint_to_resume(tmp_path: Path, monkeypatch
 
 def _tiny_cifar(root: Path, monkeypatch: pytest.MonkeyPatch, change=None) -> Path:
     """A CIFAR-10 folder of 64 training and 40 test images (SPECS told to expect those counts)."""
-    import dataclasses  # noqa: PLC0415
+    import dataclasses
 
-    from minise.data import SPECS, make_synthetic, write_cifar_folder  # noqa: PLC0415
+    from minise.data import SPECS, make_synthetic, write_cifar_folder
 
     monkeypatch.setitem(SPECS, "cifar10", dataclasses.replace(SPECS["cifar10"], train_count=64, test_count=40))
     data = make_synthetic(64, 40, seed=2)
@@ -403,7 +403,7 @@ def test_constant_images_are_a_data_error(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def _tampered(tiny_run: tuple[Path, dict], folder: Path, change) -> Path:
-    from minise.checkpoint import save_checkpoint  # noqa: PLC0415
+    from minise.checkpoint import save_checkpoint
 
     arrays, meta = load_checkpoint(tiny_run[0] / "last.npz")
     change(meta)
@@ -446,8 +446,8 @@ def test_environment_device_is_used_by_train(tmp_path: Path, monkeypatch: pytest
 
 def test_eval_reads_a_checkpoint_with_a_partial_configuration(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Tutorial 9's checkpoint: weights, a model name and r, no training state (was a KeyError in eval)."""
-    from minise.checkpoint import save_checkpoint  # noqa: PLC0415
-    from minise.data import channel_stats, make_synthetic  # noqa: PLC0415
+    from minise.checkpoint import save_checkpoint
+    from minise.data import channel_stats, make_synthetic
 
     model = minise.models.create("se_resnet8", num_classes=10, reduction=4)
     mean, std = channel_stats(make_synthetic(**QUICK_SYNTHETIC).train_images)

@@ -61,8 +61,8 @@ names = ["se_resnet20", "resnet20"] if args.compare else ["se_resnet20"]
 
 # ----------------------------------------------------------------------------------------------
 if args.full:
-    from minise.config import DEFAULTS, PRESETS  # noqa: PLC0415
-    from minise.train import train  # noqa: PLC0415
+    from minise.config import DEFAULTS, PRESETS
+    from minise.train import train
 
     C.section("The paper's schedule (He et al. 2016), through minise.train.train")
     histories = {}
@@ -71,7 +71,7 @@ if args.full:
         result = train(cfg, out=args.out / f"run_{name}", data_dir=args.data_dir, device=args.device)
         histories[name] = result["history"]
         if name == "se_resnet20":
-            import shutil  # noqa: PLC0415
+            import shutil
 
             shutil.copyfile(args.out / f"run_{name}" / "best.npz", args.out / "se_resnet20.npz")
     fig, axes = C.plt.subplots(1, 2, figsize=(12, 4.4))

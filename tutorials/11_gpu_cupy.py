@@ -140,7 +140,7 @@ batches = [32] if args.quick else [32, 128]
 repeat = 2 if args.quick else 3
 results = {"cpu (NumPy)": time_on("cpu", batches, repeat)}
 if has_gpu:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     props = cupy.cuda.runtime.getDeviceProperties(0)
     gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])

@@ -102,7 +102,7 @@ def get_cifar(data_dir: Path | None, download: bool = False) -> tuple[Any, str]:
     The rule is :func:`minise.data.cifar_or_generated`'s (a corrupt copy is an error, not a fallback).
     Returns (data set, label for titles); the label says SYNTHETIC loudly when no CIFAR copy was found.
     """
-    from minise.data import cifar_or_generated  # noqa: PLC0415
+    from minise.data import cifar_or_generated
 
     t0 = time.perf_counter()
     data, why = cifar_or_generated("cifar10", data_dir, download=download, num_train=2000, num_test=500, seed=0)

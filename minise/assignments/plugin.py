@@ -88,9 +88,9 @@ def _encode(value):
         return {"json": value}
     if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
         return {"json": list(value)}
-    import base64
+    import base64  # noqa: PLC0415 - needed only for values that are not JSON
 
-    import numpy as np
+    import numpy as np  # noqa: PLC0415 - needed only for values that are not JSON
 
     array = np.ascontiguousarray(np.asarray(value))
     return {"dtype": array.dtype.str, "shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
@@ -123,7 +123,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     module = sys.modules.get("minise")
     if module is None:
         try:
-            import minise as module  # noqa: F401  (where does minise come from?)
+            import minise as module  # noqa: PLC0415 - where does minise come from?
         except Exception:
             module = None
     _channel.send(event="minise", file=getattr(module, "__file__", None),
@@ -195,7 +195,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 def _launch(argv: list[str]) -> None:
     """``--limits cpu=S,memory=B,processes=N,file=B [--user UID:GID] -- PYTEST_ARGS``: set the limits,
     drop privileges, exec pytest. Runs before any student code, as the grader's trusted code."""
-    import resource
+    import resource  # noqa: PLC0415 - Unix only, and only the launcher needs it
 
     split = argv.index("--")
     opts, pytest_args = argv[:split], argv[split + 1:]

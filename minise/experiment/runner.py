@@ -440,7 +440,7 @@ def run_dask(runs: list[Run], address: str, device: str, data_dir: str | None, p
                 answer = future.result()
             except (MiniseError, OSError) as exc:
                 raise UserError(f"{run.label} on the cluster: {exc}") from None
-            except Exception as exc:  # noqa: BLE001 - a failed task is recorded and the others go on
+            except Exception as exc:  # a failed task is recorded and the others go on
                 answer = {"result": {"status": "failed", "config": run.config.name, "seed": run.seed,
                                      "wall_s": None, "message": f"{type(exc).__name__}: {exc}"}, "files": {}}
             for name, data in answer["files"].items():

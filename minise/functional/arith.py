@@ -209,7 +209,7 @@ def neg(x: Tensor) -> Tensor:
     return Neg()(x)
 
 
-def pow(x: Tensor, p: float) -> Tensor:  # noqa: A001 - mirrors torch.pow
+def pow(x: Tensor, p: float) -> Tensor:  # mirrors torch.pow
     return Pow(p)(x)
 
 
@@ -217,7 +217,7 @@ def matmul(a: Any, b: Any) -> Tensor:
     return MatMul()(*_pair(a, b))
 
 
-def sum(x: Tensor, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def sum(x: Tensor, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
     return Sum(axis, keepdims)(x)
 
 

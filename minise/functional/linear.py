@@ -40,5 +40,5 @@ class Linear(Function):
         # END SOLUTION
 
 
-def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002 - torch's name
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # torch's name
     return Linear()(input, weight, bias)

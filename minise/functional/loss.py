@@ -59,6 +59,6 @@ class CrossEntropy(Function):
         return g * (gy / n), None
 
 
-def cross_entropy(input: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:  # noqa: A002
+def cross_entropy(input: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
     """Mean softmax cross-entropy of logits (N, K) against integer targets (N,)."""
     return CrossEntropy(label_smoothing)(input, target)

@@ -111,7 +111,7 @@ class BatchNorm(Function):
         # END SOLUTION
 
 
-def batch_norm(input: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,  # noqa: A002
+def batch_norm(input: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,
                bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
     """Batch-normalize (N, C) or (N, C, H, W) input per channel (see :class:`BatchNorm`).

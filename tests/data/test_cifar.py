@@ -315,7 +315,7 @@ def test_real_cifar10(tmp_path: Path) -> None:
     assert data.train_images.shape == (50000, 3, 32, 32) and data.test_images.shape == (10000, 3, 32, 32)
     np.testing.assert_array_equal(np.bincount(data.train_labels), np.full(10, 5000))
     assert data.classes[0] == "airplane" and data.classes[9] == "truck"
-    from minise.data import channel_stats  # noqa: PLC0415
+    from minise.data import channel_stats
 
     mean, std = channel_stats(data.train_images)
     # the published statistics are mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616); a copy
