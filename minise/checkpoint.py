@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MiniseError, one_line
+from .fileio import atomic_path
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_meta", "copy_checkpoint",
            "remove_temporaries", "FORMAT"]
@@ -64,21 +64,14 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, **meta}, indent=1, default=_json_default, allow_nan=True)
     remove_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
-            for name, array in arrays.items():
-                array = np.asarray(array)  # cpu-only
-                if array.dtype == object:
-                    raise TypeError(f"array {name!r} has dtype object; checkpoints hold plain arrays only")
-                with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, array, allow_pickle=False)
-            zf.writestr("meta.json", text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for name, array in arrays.items():
+            array = np.asarray(array)  # cpu-only
+            if array.dtype == object:
+                raise TypeError(f"array {name!r} has dtype object; checkpoints hold plain arrays only")
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+        zf.writestr("meta.json", text)
     return path
 
 
@@ -86,15 +79,8 @@ def copy_checkpoint(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a checkpoint file to ``dest`` atomically (a temporary name, then a rename)."""
     source, dest = Path(source), Path(dest)
     remove_temporaries(dest)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, length=1 << 20)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(source, tmp)
     return dest
 
 

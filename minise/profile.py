@@ -31,7 +31,6 @@ every call (slower, but each row then holds its own op's time).
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ import numpy
 
 from . import backend
 from .autograd import Function, Tensor
+from .fileio import atomic_path
 
 __all__ = ["OpStats", "Profile", "record", "profile_training"]
 
@@ -121,16 +121,8 @@ class Profile:
 
     def save_figure(self, path: str | os.PathLike, **kwargs: Any) -> None:
         """Write ``figure()`` as a PNG, atomically (a temporary name, then renamed)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
             self.figure(**kwargs).savefig(tmp, format="png", dpi=110)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
 
 
 # ---------------------------------------------------------------------- the hook

@@ -10,29 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["write_text_atomic", "write_metrics", "plot_curves", "plot_confusion", "eval_report"]
+from .fileio import atomic_path, write_atomic
 
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+__all__ = ["write_metrics", "plot_curves", "plot_confusion", "eval_report"]
 
 
 def write_metrics(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
@@ -43,22 +29,15 @@ def write_metrics(path: str | os.PathLike, history: list[dict[str, Any]]) -> Non
     writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    write_text_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def _save_figure(fig: Any, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:

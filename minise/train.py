@@ -41,8 +41,9 @@ from .checkpoint import (
 from .config import DEFAULTS, QUICK_SYNTHETIC, RESUME_FREE, check_config, make_schedule, plan, resolve_config
 from .data import CIFAR, BatchLoader, DataError, channel_stats, cifar_or_generated, load_cifar, make_synthetic
 from .errors import UserError, one_line
+from .fileio import write_atomic
 from .optim import SGD, Schedule, no_decay_groups
-from .report import eval_report, plot_confusion, plot_curves, write_metrics, write_text_atomic
+from .report import eval_report, plot_confusion, plot_curves, write_metrics
 
 __all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted"]
 
@@ -445,7 +446,7 @@ def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Call
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("last.npz", "best.npz", "config.json", "metrics.csv"):
         remove_temporaries(out_dir / name)
-    write_text_atomic(out_dir / "config.json", json.dumps(run.cfg, indent=1) + "\n")
+    write_atomic(out_dir / "config.json", json.dumps(run.cfg, indent=1) + "\n")
     if resumed is None or run.epoch == 0 or run.best_epoch != run.epoch:
         return
     best = out_dir / "best.npz"

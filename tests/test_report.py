@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from minise import report
 
@@ -23,14 +22,6 @@ def test_metrics_csv_has_one_row_per_epoch(tmp_path: Path) -> None:
     assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[1]["test_acc"]) == 0.45
     report.write_metrics(tmp_path / "empty.csv", [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]  # nothing for an empty history
-
-
-def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
-    path = report.write_text_atomic(tmp_path / "config.json", "old\n")
-
-    with pytest.raises(TypeError):
-        report.write_text_atomic(path, 3)  # type: ignore[arg-type]  # fails after the temporary file was made
-    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
 
 def test_figures_are_pngs(tmp_path: Path) -> None:

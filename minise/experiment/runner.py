@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import fileio
 from ..config import resolve_config
 from ..errors import MiniseError, UserError
 from ..train import Interrupted, NonFiniteLoss
@@ -64,18 +65,9 @@ class Run:
 
 # ----------------------------------------------------------------------------- small helpers
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """:func:`minise.fileio.write_atomic`, creating the folder first."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fileio.write_atomic(path, data)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,41 @@
+"""Writing files so that a reader never sees half of one: a temporary name in the same folder, then a rename.
+
+    with atomic_path("runs/x/last.npz") as tmp:     # tmp: runs/x/last.npz.<random>.tmp
+        write_somehow(tmp)                          # renamed over last.npz only if this finishes
+    write_atomic("runs/x/result.json", text)
+
+A crash or an exception leaves the old file as it was and removes the temporary one; a kill -9 may
+leave a ``NAME.<random>.tmp`` behind, which :func:`minise.checkpoint.remove_temporaries` clears.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "write_atomic"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary path beside ``path``; renamed to ``path`` when the block ends without an error."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
