@@ -54,6 +54,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network, in this process (CIFAR's fetch refuses) or in the ones it starts (MINISE_OFFLINE)."""
+    from minise.data import cifar
+
+    monkeypatch.setenv("MINISE_OFFLINE", "1")
+
+    def refuse(url: str, dest: object, timeout: float = 30.0) -> None:
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(cifar, "fetch_url", refuse)
+
+
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request: pytest.FixtureRequest):
     """Run the test on NumPy and on the (real or simulated) GPU."""

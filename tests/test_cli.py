@@ -13,19 +13,11 @@ import numpy as np
 import pytest
 
 from minise import backend, checkpoint, cli
-from minise.data import cifar
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MINISE_OFFLINE", "1")
-
-    def refuse(url: str, dest: Path, timeout: float = 30.0) -> None:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(cifar, "fetch_url", refuse)
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _one_line_error(capsys: pytest.CaptureFixture) -> str:

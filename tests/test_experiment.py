@@ -18,7 +18,6 @@ import pytest
 
 import minise.experiment as experiment
 import minise.train
-from minise.data import cifar
 from minise.data.cifar import SPECS
 from minise.data.synthetic import make_synthetic, write_cifar_folder
 from minise.errors import UserError
@@ -66,14 +65,7 @@ def tiny_suite(tmp_path: Path, epochs: int = 2, synthetic: bool = False, name: s
     return path
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MINISE_OFFLINE", "1")
-
-    def refuse(url: str, dest: Path, timeout: float = 30.0) -> None:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(cifar, "fetch_url", refuse)
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 @pytest.fixture

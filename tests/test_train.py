@@ -17,7 +17,6 @@ from minise import train as train_mod
 from minise.checkpoint import load_checkpoint
 from minise.cli import main
 from minise.config import DEFAULTS, QUICK_SYNTHETIC, resolve_config
-from minise.data import cifar
 from minise.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,15 +26,7 @@ TINY = dict(DEFAULTS, model="se_resnet8", reduction=4, data="synthetic", limit_t
             batch_size=16, epochs=3, lr=0.05, warmup_epochs=0.5)
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test touches the network, in this process or in the ones it starts."""
-    monkeypatch.setenv("MINISE_OFFLINE", "1")
-
-    def refuse(url: str, dest: Path, timeout: float = 30.0) -> None:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(cifar, "fetch_url", refuse)
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _cli(*args: str, cwd: Path, env_extra: dict | None = None) -> subprocess.CompletedProcess:
