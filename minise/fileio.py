@@ -11,7 +11,7 @@ leave a ``NAME.<random>.tmp`` behind, which :func:`minise.checkpoint.remove_temp
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,13 +23,18 @@ __all__ = ["atomic_path", "write_atomic"]
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """A fresh temporary path beside ``path``; renamed to ``path`` when the block ends without an error."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    while True:  # not tempfile.mkstemp: its files are 0600, and a run's files should be readable as usual
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+            break
+        except FileExistsError:
+            continue
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,13 @@ def test_atomic_path_renames_only_when_the_block_succeeds(tmp_path: Path) -> Non
     with fileio.atomic_path(target, suffix=".tmp.png") as tmp:
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["last.npz"]
+
+
+def test_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Not mkstemp's 0600: a run's files are readable by whoever may read the folder (the umask decides)."""
+    old = os.umask(0o022)
+    try:
+        path = fileio.write_atomic(tmp_path / "result.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
