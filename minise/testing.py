@@ -63,12 +63,12 @@ def _wrap(r: Any) -> Any:
     if isinstance(r, np.ndarray):
         return DeviceArray(r)
     if isinstance(r, np.generic):
-        return DeviceArray(np.asarray(r))
+        return DeviceArray(np.asarray(r))  # cpu-only
     if isinstance(r, tuple):
         return tuple(_wrap(v) for v in r)
     if isinstance(r, list):
         return [_wrap(v) for v in r]
-    if isinstance(r, (np.random.Generator, np.random.RandomState)):
+    if isinstance(r, (np.random.Generator, np.random.RandomState)):  # cpu-only
         return _ObjectProxy(r)
     return r
 

@@ -103,6 +103,11 @@ def _normalisation(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def _saved_normalisation(meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel mean and standard deviation a checkpoint's run normalised with (host arrays)."""
+    return np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)  # cpu-only
+
+
 def _sync_every(device: str) -> int:
     """Steps between host reads of the loss (each read waits for the GPU; on the CPU it is free)."""
     return 1 if device == "cpu" else 20
@@ -341,7 +346,7 @@ class _Run:
     model: Any
     optimizer: SGD
     schedule: Schedule
-    rng: np.random.Generator
+    rng: np.random.Generator  # cpu-only: shuffles and augmentation draw on the host
     mean: np.ndarray
     std: np.ndarray
     per_epoch: int
@@ -387,7 +392,7 @@ def _start(cfg: dict[str, Any], data: CIFAR, device: str, resumed: _Resume | Non
         if meta["num_classes"] != data.num_classes:
             raise CheckpointError(f"{resumed.path} was trained for {meta['num_classes']} classes, the data has "
                                   f"{data.num_classes}")
-        mean, std = np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)
+        mean, std = _saved_normalisation(meta)
         model_sd, momentum = _split_arrays(resumed.path, resumed.arrays)
         _load_model_state(model, model_sd, resumed.path, cfg["model"])
     model.to(device)
@@ -660,7 +665,7 @@ def _eval_checkpoint(path: Path, data_dir: str | os.PathLike | None, device: str
     model_sd, _ = _split_arrays(path, arrays)
     _load_model_state(model, model_sd, path, name)
     model.to(device)
-    mean, std = np.asarray(meta["mean"], dtype=np.float64), np.asarray(meta["std"], dtype=np.float64)
+    mean, std = _saved_normalisation(meta)
     result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
                       cfg["eval_batch_size"], device)
     saved_classes = meta.get("classes")

@@ -67,7 +67,7 @@ def _close(mine: Any, ref: Any, options: dict[str, Any]) -> str | None:
     if ok:
         return None
     with np.errstate(all="ignore"):
-        diff = np.abs(mine.astype(np.complex128) - ref.astype(np.complex128)) if mine.size else np.zeros(1)
+        diff = np.abs(mine.astype(np.complex128) - ref.astype(np.complex128)) if mine.size else np.zeros(1)  # cpu-only
         bad = int(np.count_nonzero(~np.isclose(mine, ref, rtol=rtol, atol=atol))) if mine.size else 0
     return (f"{bad} of {mine.size} values differ from the reference's (largest difference {np.nanmax(diff):.3g}; "
             f"tolerance rtol={rtol:g}, atol={atol:g})")
@@ -76,7 +76,7 @@ def _close(mine: Any, ref: Any, options: dict[str, Any]) -> str | None:
 def _order(mine: Any, options: dict[str, Any]) -> str | None:
     nodes = int(options["nodes"])
     edges = decode(options["edges"])
-    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2) if len(edges) else np.zeros((0, 2), np.int64)  # cpu-only
     if not isinstance(mine, list) or not all(isinstance(n, int) and not isinstance(n, bool) for n in mine):
         return "not a list of the graph's Functions"
     if sorted(mine) != list(range(nodes)):

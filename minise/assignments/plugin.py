@@ -92,7 +92,7 @@ def _encode(value):
 
     import numpy as np  # noqa: PLC0415 - needed only for values that are not JSON
 
-    array = np.ascontiguousarray(np.asarray(value))
+    array = np.ascontiguousarray(np.asarray(value))  # cpu-only
     return {"dtype": array.dtype.str, "shape": list(array.shape), "b64": base64.b64encode(array.tobytes()).decode()}
 
 
