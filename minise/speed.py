@@ -18,6 +18,11 @@ textbook code and call these from here:
 - ``limit_blas_threads(n)``: a context manager over threadpoolctl that counts overlapping users
   (nested blocks, several threads): the first one in sets the limit, the last one out restores it.
 
+``fast_path(name, *arrays)`` is how an op finds its fast path (``minise.fast``): the module
+``minise.fast.<name>`` when fast paths are on (``use_fast``, ``MINISE_FAST``), the module exists
+(a student copy may leave it out) and it ``supports`` the arrays; otherwise None, and the op runs
+its textbook code.
+
 ``Prefetcher`` runs the making of the next batches on a background thread, in order, so that
 augmentation overlaps with the training step without changing a single number.
 
@@ -26,6 +31,7 @@ Measured effects are in benchmarks/README.md.
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import threading
@@ -38,7 +44,7 @@ from . import backend
 
 __all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch",
            "block_size", "default_block_bytes", "limit_blas_threads", "blas_available", "blas_num_threads",
-           "Prefetcher"]
+           "Prefetcher", "fast_path", "use_fast", "fast_enabled"]
 
 
 def _default_num_threads() -> int:
@@ -233,6 +239,51 @@ def block_size(x: Any, bytes_per_sample: int, budget: int) -> int:
     if backend.device_of(x) != "cpu":
         return n
     return max(1, min(n, budget // max(1, bytes_per_sample)))
+
+
+# ---------------------------------------------------------------------- fast paths
+_fast_setting: bool | None = None  # use_fast's choice; None: the environment decides
+_fast_modules: dict[str, Any] = {}
+
+
+def fast_enabled() -> bool:
+    """Whether ops may take their fast paths: ``use_fast``'s setting, else ``MINISE_FAST`` (default on)."""
+    if _fast_setting is not None:
+        return _fast_setting
+    setting = os.environ.get("MINISE_FAST", "1").strip().lower()
+    if setting in ("1", "on", "true", "yes", ""):
+        return True
+    if setting in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"MINISE_FAST must be 1 or 0, got {setting!r}")
+
+
+@contextmanager
+def use_fast(enabled: bool) -> Iterator[None]:
+    """Within the block, ops take their fast paths (True) or only their textbook code (False)."""
+    global _fast_setting
+    if not isinstance(enabled, bool):
+        raise TypeError(f"use_fast: expected True or False, got {enabled!r}")
+    before, _fast_setting = _fast_setting, enabled
+    try:
+        yield
+    finally:
+        _fast_setting = before
+
+
+def fast_path(name: str, *arrays: Any) -> Any:
+    """The module ``minise.fast.<name>`` if fast paths are on, it exists and it supports ``arrays``; else None."""
+    if not fast_enabled():
+        return None
+    if name not in _fast_modules:
+        try:
+            _fast_modules[name] = importlib.import_module(f"minise.fast.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"minise.fast.{name}":
+                raise  # the module is there but something it imports is not
+            _fast_modules[name] = None  # left out (a student copy): the textbook path
+    module = _fast_modules[name]
+    return module if module is not None and module.supports(*arrays) else None
 
 
 # ---------------------------------------------------------------------- background batches

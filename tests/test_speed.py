@@ -277,3 +277,71 @@ def test_profile_counts_an_op_once_when_its_parts_run_on_threads(monkeypatch):
         F.relu(F.batch_norm(x, None, None, training=True)).backward(np.ones((4, 6, 3, 3)))
     assert prof.rows[("BatchNorm", "forward")].calls == 1
     assert prof.rows[("ReLU", "forward")].calls == 1
+
+
+# ---------------------------------------------------------------------- the fast-path switch
+def test_use_fast_and_the_environment_decide_whether_fast_paths_run(monkeypatch):
+    monkeypatch.delenv("MINISE_FAST", raising=False)
+    assert speed.fast_enabled()
+    monkeypatch.setenv("MINISE_FAST", "0")
+    assert not speed.fast_enabled()
+    with speed.use_fast(True):  # the code's choice wins over the environment's
+        assert speed.fast_enabled()
+        with speed.use_fast(False):
+            assert not speed.fast_enabled()
+        assert speed.fast_enabled()
+    assert not speed.fast_enabled()
+    monkeypatch.setenv("MINISE_FAST", "maybe")
+    with pytest.raises(ValueError, match="MINISE_FAST must be 1 or 0"):
+        speed.fast_enabled()
+    with pytest.raises(TypeError, match="True or False"):
+        with speed.use_fast(1):
+            pass
+
+
+def test_fast_path_is_none_when_off_missing_or_unsupported(monkeypatch):
+    import types
+
+    x = np.zeros((2, 3))
+    assert speed.fast_path("no_such_module", x) is None  # a student copy without the module
+    fake = types.SimpleNamespace(supports=lambda *arrays: arrays[0].ndim == 2)
+    monkeypatch.setitem(speed._fast_modules, "fake", fake)
+    assert speed.fast_path("fake", x) is fake
+    assert speed.fast_path("fake", np.zeros(3)) is None  # arrays the module does not handle
+    with speed.use_fast(False):
+        assert speed.fast_path("fake", x) is None
+
+
+def test_make_leaves_out_the_fast_paths_of_the_stripped_assignments(tmp_path):
+    from minise.assignments import AssignmentError
+    from minise.assignments.make import remove_fast_paths
+
+    (tmp_path / "minise" / "fast").mkdir(parents=True)
+    (tmp_path / "tests" / "fast").mkdir(parents=True)
+    (tmp_path / "minise" / "fast" / "__init__.py").write_text('"""docs"""\n')
+    (tmp_path / "minise" / "fast" / "a.py").write_text('SOLVES = ("conv/forward",)\n')
+    (tmp_path / "minise" / "fast" / "b.py").write_text('SOLVES = ("se/scale_backward", "autograd/relu")\n')
+    (tmp_path / "tests" / "fast" / "test_a.py").write_text("")
+    (tmp_path / "tests" / "fast" / "test_b.py").write_text("")
+    assert remove_fast_paths(tmp_path, ["autograd"]) == ["minise/fast/b.py"]
+    assert not (tmp_path / "tests" / "fast" / "test_b.py").exists()
+    assert (tmp_path / "minise" / "fast" / "a.py").exists() and (tmp_path / "tests" / "fast" / "test_a.py").exists()
+    (tmp_path / "minise" / "fast" / "c.py").write_text("SOLVES = []\n")  # not a tuple of literals
+    with pytest.raises(AssignmentError, match="must name the regions it solves"):
+        remove_fast_paths(tmp_path, ["conv"])
+
+
+def test_every_fast_module_names_real_regions_and_has_tests():
+    from pathlib import Path
+
+    from minise.assignments.make import fast_solves
+    from minise.assignments.markers import find_regions
+
+    root = Path(__file__).resolve().parent.parent
+    tags = {r.tag for py in (root / "minise").rglob("*.py") for r in find_regions(py.read_text(encoding="utf-8"))}
+    for py in sorted((root / "minise" / "fast").glob("*.py")):
+        if py.name == "__init__.py":
+            continue
+        solves = fast_solves(py.read_text(encoding="utf-8"), str(py))
+        assert solves and set(solves) <= tags, f"{py.name}: SOLVES {solves} must name existing regions"
+        assert (root / "tests" / "fast" / f"test_{py.name}").exists(), f"{py.name} has no tests/fast/test_{py.name}"

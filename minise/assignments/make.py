@@ -9,7 +9,11 @@ Every marked region of the chosen assignments becomes one ``raise NotImplemented
   (:data:`REFERENCE_ONLY`): every top-level function named ``*_reference`` and every top-level class
   named ``*Reference`` in ``minise/`` becomes a stub that raises. So a student cannot pass the conv
   assignment by calling ``conv2d_reference`` (or ``Conv2dReference``) instead of writing im2col.
-  The rule goes by name, so a reference moved to another module is still taken out.
+  The rule goes by name, so a reference moved to another module is still taken out;
+- the fast paths (``minise/fast/*.py``) that would do the work of a stripped region are left out,
+  with their tests (``tests/fast/test_<module>.py``): each fast module names those regions in its
+  ``SOLVES`` tuple (:func:`fast_solves`). Without the module the op runs its textbook code, which
+  is the student's.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 from .markers import ASSIGNMENTS, AssignmentError, Region, find_regions, strip_solutions
 
 __all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "project_root", "make", "strip_references",
-           "ignore_caches", "remove_instructor_only"]
+           "ignore_caches", "remove_instructor_only", "fast_solves", "remove_fast_paths"]
 
 # what a student copy contains, relative to the project root (missing entries are skipped)
 COPIED = ["minise", "tests", "tutorials", "pyproject.toml", "README.md", "LICENSE"]
@@ -89,6 +93,45 @@ def strip_references(text: str, pattern: str, path: str = "<text>") -> tuple[str
     return "".join(lines), sorted(taken)
 
 
+def fast_solves(text: str, path: str = "<text>") -> tuple[str, ...]:
+    """The region tags a fast module declares it solves: its module-level ``SOLVES = ("a/b", ...)``.
+
+    A module without a readable ``SOLVES`` (a tuple of string literals) is an error: a fast path
+    that does not say what it solves could hand out a solution."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        raise AssignmentError(f"{path}: cannot be read as Python ({exc})") from None
+    for node in tree.body:
+        if (isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+                and any(isinstance(t, ast.Name) and t.id == "SOLVES"
+                        for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))):
+            value = node.value
+            if isinstance(value, ast.Tuple) and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                                                    for e in value.elts):
+                return tuple(e.value for e in value.elts)
+            break
+    raise AssignmentError(f"{path}: a fast path must name the regions it solves: SOLVES = (\"assignment/part\", ...)")
+
+
+def remove_fast_paths(root: Path, chosen: list[str]) -> list[str]:
+    """Delete from ``root`` every ``minise/fast/*.py`` (but ``__init__.py``) that solves a region of a
+    chosen assignment, with its ``tests/fast/test_<name>.py``; returns the modules removed."""
+    removed = []
+    fast = root / "minise" / "fast"
+    for py in sorted(fast.glob("*.py")) if fast.is_dir() else []:
+        if py.name == "__init__.py":
+            continue
+        rel = py.relative_to(root).as_posix()
+        if any(tag.split("/", 1)[0] in chosen for tag in fast_solves(py.read_text(encoding="utf-8"), rel)):
+            py.unlink()
+            test = root / "tests" / "fast" / f"test_{py.name}"
+            if test.exists():
+                test.unlink()
+            removed.append(rel)
+    return removed
+
+
 def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path | None = None) -> list[Region]:
     """Write a student copy to ``out_dir`` (which must not exist or be empty); returns the stripped regions.
 
@@ -112,6 +155,7 @@ def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path 
             elif src.is_file():
                 shutil.copy2(src, staging / name)
         remove_instructor_only(staging)
+        fast_removed = remove_fast_paths(staging, chosen)
         patterns = [REFERENCE_ONLY[n] for n in chosen if n in REFERENCE_ONLY]
         for py in sorted(staging.rglob("*.py")):
             text = py.read_text(encoding="utf-8")
@@ -133,7 +177,8 @@ def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path 
             raise AssignmentError(f"no solution regions are marked for assignment(s) {', '.join(empty)}; "
                                   "a copy without them would hand out the solutions (nothing was written)")
         manifest = {"assignments": {n: ASSIGNMENTS[n] for n in chosen},
-                    "parts": sorted({r.tag for r in stripped}), "references_taken_out": sorted(references)}
+                    "parts": sorted({r.tag for r in stripped}), "references_taken_out": sorted(references),
+                    "fast_paths_taken_out": fast_removed}
         (staging / "ASSIGNMENTS.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()

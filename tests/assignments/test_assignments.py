@@ -281,6 +281,11 @@ def test_fresh_copy_imports_cleanly_and_scores_zero(tmp_path, parts_of):
 
     # everything is copied byte for byte, except each solution, which became one `raise` line
     ref_files, copied = _files(REPO), _files(student)
+    fast_out = {rel for rel in ref_files if rel.startswith("minise/fast/") and rel != "minise/fast/__init__.py"}
+    fast_out |= {f"tests/fast/test_{rel.rsplit('/', 1)[1]}" for rel in fast_out} & set(ref_files)
+    for rel in fast_out:  # every fast path solves some region, and all of them were stripped here
+        assert not (student / rel).exists(), f"{rel} (a fast path: a second solution) was handed out"
+        ref_files.pop(rel)
     assert set(copied) == set(ref_files)
     for rel, f in ref_files.items():
         if rel.endswith(".py"):
@@ -296,6 +301,7 @@ def test_fresh_copy_imports_cleanly_and_scores_zero(tmp_path, parts_of):
         assert not (student / rel).exists(), f"{rel} (the instructor's) was handed out"
     manifest = json.loads((student / "ASSIGNMENTS.json").read_text())
     assert manifest["parts"] == sorted(REFERENCE_REGIONS)
+    assert manifest["fast_paths_taken_out"] == sorted(r for r in fast_out if r.startswith("minise/"))
 
     # it imports cleanly: every module of the package, from the copy and not from here
     modules = ["minise"] + [f"minise.{p.relative_to(student / 'minise').with_suffix('').as_posix().replace('/', '.')}"
