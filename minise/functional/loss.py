@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
-__all__ = ["cross_entropy", "log_softmax"]
+__all__ = ["cross_entropy", "log_softmax", "checked_targets"]
+
+_vouched = threading.local()  # .classes: the range a caller has checked its targets against (per thread)
+
+
+@contextmanager
+def checked_targets(num_classes: int) -> Iterator[None]:
+    """Within the block (on this thread) the caller vouches that every target it passes to
+    ``cross_entropy`` lies in [0, num_classes): it checked the labels once, on the host, before
+    they went to the device. The op then leaves out its own range check, which reads the device
+    (a GPU sync) on every call; with fewer logits than ``num_classes`` it still checks.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"checked_targets: num_classes must be a positive int, got {num_classes!r}")
+    before = getattr(_vouched, "classes", None)
+    _vouched.classes = num_classes
+    try:
+        yield
+    finally:
+        _vouched.classes = before
+
+
+def _targets_vouched_for(k: int) -> bool:
+    """Whether a caller has checked the targets against at most ``k`` classes (see ``checked_targets``)."""
+    classes = getattr(_vouched, "classes", None)
+    return classes is not None and classes <= k
 
 
 def log_softmax(x):
@@ -19,6 +48,8 @@ class CrossEntropy(Function):
     """L = (1/N) Σ_n Σ_k −q_nk log p_nk,  p = softmax(x),  q = (1 − ε)·onehot(t) + ε/K  (ε = label smoothing)
 
     ∂L/∂x_nk = (p_nk − q_nk) / N
+
+    Targets outside [0, K) are an error (checked here, unless the caller vouches for them: ``checked_targets``).
     """
 
     index_inputs = (1,)  # the target: class indices, never converted to floats
@@ -37,8 +68,9 @@ class CrossEntropy(Function):
         if target.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
         n, k = x.shape
-        # out-of-range indices would wrap silently on a GPU: check them (one small device-to-host sync)
-        if bool(((target < 0) | (target >= k)).any()):
+        # out-of-range indices would wrap silently on a GPU: check them (one small device-to-host
+        # sync), unless the caller checked them already on the host (``checked_targets``)
+        if not _targets_vouched_for(k) and bool(((target < 0) | (target >= k)).any()):
             raise ValueError(f"cross_entropy: target classes must lie in [0, {k - 1}]")
         logp = log_softmax(x)
         rows = xp.arange(n)

@@ -52,3 +52,43 @@ def test_bad_targets(device):
         F.cross_entropy(x, Tensor(on(device, np.array([0.0, 1.0, 1.0]))))
     with pytest.raises(ValueError, match=r"target of shape \(3,\)"):
         F.cross_entropy(x, Tensor(on(device, np.array([0, 1]))))
+
+
+def test_checked_targets_leave_out_only_the_device_read(simulated_gpu):
+    """A caller that checked its labels on the host vouches for them: no device read per call, and
+    the check still runs where the word does not reach: fewer logits than the classes vouched for,
+    another thread, after the block."""
+    import threading
+
+    from minise.functional.loss import checked_targets
+
+    x = Tensor(on("cuda", np.zeros((3, 4))))
+    good, bad = Tensor(on("cuda", np.array([0, 3, 1]))), Tensor(on("cuda", np.array([0, 4, 1])))
+    syncs = simulated_gpu.SYNCS
+    syncs[0] = 0
+    F.cross_entropy(x, good)
+    assert syncs[0] == 1  # the op's own range check reads the device
+    with checked_targets(4):
+        loss = F.cross_entropy(x, good)
+        assert syncs[0] == 1
+        errors = []
+
+        def elsewhere():
+            try:
+                F.cross_entropy(x, bad)
+            except ValueError as error:
+                errors.append(str(error))
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        assert errors == ["cross_entropy: target classes must lie in [0, 3]"]  # vouched on this thread only
+    np.testing.assert_allclose(loss.numpy(), np.log(4.0), rtol=1e-12)
+    with checked_targets(5), pytest.raises(ValueError, match=r"lie in \[0, 3\]"):
+        F.cross_entropy(x, bad)  # vouched for 5 classes, the logits have 4: still checked
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\]"):
+        F.cross_entropy(x, bad)  # after the block
+    for wrong in (0, True, 2.0):
+        with pytest.raises(ValueError, match="num_classes must be a positive int"):
+            with checked_targets(wrong):
+                pass
