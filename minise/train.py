@@ -15,6 +15,8 @@ where the run stopped.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -42,8 +44,10 @@ from .config import DEFAULTS, QUICK_SYNTHETIC, RESUME_FREE, check_config, make_s
 from .data import CIFAR, BatchLoader, DataError, channel_stats, cifar_or_generated, load_cifar, make_synthetic
 from .errors import UserError, one_line
 from .fileio import write_atomic
+from .functional.loss import checked_targets
 from .optim import SGD, Schedule, no_decay_groups
 from .report import eval_report, plot_confusion, plot_curves, write_metrics
+from .speed import Prefetcher
 
 __all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted"]
 
@@ -88,6 +92,25 @@ def _load_data(cfg: dict[str, Any], data_dir: str | os.PathLike | None, log: Cal
     return data.subset(cfg["limit_train"], cfg["limit_test"])
 
 
+def _label_problem(labels: Any, num_classes: int) -> str | None:
+    """What is wrong with class labels that should lie in 0..num_classes-1 (None: nothing).
+
+    One read of the whole set (free on the host; one sync for labels already on a GPU), so that
+    the loss need not check every batch's targets on the device (``checked_targets``)."""
+    if len(labels) and bool(((labels < 0) | (labels >= num_classes)).any()):
+        return f"must lie in 0..{num_classes - 1}, found {int(labels.min())}..{int(labels.max())}"
+    return None
+
+
+def _check_labels(data: CIFAR) -> None:
+    """Every training and test label is a class of the data set: checked once here, on the host,
+    so that no training step has to read its targets back from the device to check them."""
+    for split, labels in (("training", data.train_labels), ("test", data.test_labels)):
+        problem = _label_problem(labels, data.num_classes)
+        if problem is not None:
+            raise DataError(f"the {split} labels of {data.name} {problem} ({data.num_classes} classes)")
+
+
 def _data_name(cfg: dict[str, Any]) -> str:
     """How run folders and titles name the data: the CIFAR variant, or "generated" for the stand-in."""
     return "generated" if cfg.get("data") == "synthetic" else cfg["dataset"]
@@ -117,12 +140,16 @@ def evaluate(model: Any, images: np.ndarray, labels: np.ndarray, mean: np.ndarra
              num_classes: int, batch_size: int = 500, device: str = "cpu") -> dict[str, Any]:
     """Loss, accuracy, predictions and confusion matrix of ``model`` (in eval mode) on a labelled set.
 
-    ``images`` (uint8) and ``labels`` may be NumPy arrays or already on ``device``.
+    ``images`` (uint8) and ``labels`` may be NumPy arrays or already on ``device``; the labels
+    must lie in 0..num_classes-1 (checked once, before the first batch).
     """
+    problem = _label_problem(labels, num_classes)
+    if problem is not None:
+        raise ValueError(f"evaluate: the labels {problem}")
     loader = BatchLoader(images, labels, batch_size, mean=mean, std=std, device=device)
     model.eval()
     preds, loss_sum = [], None
-    with no_grad():
+    with no_grad(), checked_targets(num_classes):
         for x, y in loader:
             logits = model(Tensor(x))
             batch_loss = F.cross_entropy(logits, Tensor(y)).data * len(y)
@@ -172,8 +199,10 @@ class _EpochMeter:
         if not self.pending:
             return
         xp = get_array_module(self.pending[0][0])
-        losses = to_numpy(xp.stack([p[0] for p in self.pending])).astype(np.float64)
-        rights = to_numpy(xp.stack([p[1] for p in self.pending]))
+        # one read for both rows (exact: a float32 loss and a count up to the batch size fit a float64)
+        both = xp.stack([xp.stack([p[0] for p in self.pending]).astype(xp.float64),
+                         xp.stack([p[1] for p in self.pending]).astype(xp.float64)])
+        losses, rights = to_numpy(both)
         sizes = np.array([p[2] for p in self.pending])  # cpu-only
         bad = np.flatnonzero(~np.isfinite(losses))
         if bad.size:
@@ -184,7 +213,7 @@ class _EpochMeter:
         self.step += len(self.pending)
         self.seen += int(sizes.sum())
         self.loss_sum += float((losses * sizes).sum())
-        self.correct += int(rights.sum())
+        self.correct += int(round(rights.sum()))
         self.pending.clear()
         elapsed = time.perf_counter() - self.start
         self.bar.set_postfix_str(f"loss {self.loss_sum / self.seen:.3f} acc {100 * self.correct / self.seen:.1f}% "
@@ -479,8 +508,18 @@ def _log_start(run: _Run, out_dir: Path, resumed: _Resume | None, log: Callable[
         log(f"resuming from {resumed.path} after epoch {run.epoch} (step {run.step})")
 
 
+def _batches(run: _Run, loader: BatchLoader, prefetch: bool) -> contextlib.AbstractContextManager[Iterable[Any]]:
+    """The epoch's batches: exactly the ones its steps will use (so that a run which stops early
+    leaves the random generator where it would be without prefetching), made on a background thread
+    while the steps run when ``prefetch`` is on and the device is the CPU."""
+    batches = itertools.islice(loader, min(run.per_epoch, run.total_iters - run.step))
+    if prefetch and run.device == "cpu":  # a GPU array made on another thread belongs to another stream
+        return Prefetcher(batches, depth=2)
+    return contextlib.nullcontext(batches)
+
+
 def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
-                        progress: bool | None) -> dict[str, Any]:
+                        progress: bool | None, prefetch: bool = True) -> dict[str, Any]:
     """One epoch of training, then the test set: the epoch's record for metrics.csv."""
     meter = _EpochMeter(run.epoch, run.per_epoch, run.step, run.num_epochs,
                         min(run.per_epoch, run.total_iters - run.step), progress)
@@ -491,7 +530,10 @@ def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
         run.step += 1
         meter.add(loss, correct, size, sync=run.step % sync_every == 0)
 
-    train_epoch(run.model, loader, run.optimizer, run.schedule, max_steps=run.total_iters - run.step, on_step=on_step)
+    # the labels were checked on the host (_train), so the loss need not read them from the device
+    with _batches(run, loader, prefetch) as batches, checked_targets(run.data.num_classes):
+        train_epoch(run.model, batches, run.optimizer, run.schedule, max_steps=run.total_iters - run.step,
+                    on_step=on_step)
     seen, loss_sum, correct, train_time = meter.close()
     run.epoch += 1
     t0 = time.perf_counter()
@@ -551,7 +593,7 @@ def _saved_so_far(out_dir: Path, run: _Run | None, resumed: _Resume | None) -> t
 def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           device: str | None = None, resume: str | os.PathLike | None = None, stop_after: int | None = None,
           log: Callable[[str], None] = print, progress: bool | None = None,
-          resume_options: dict[str, Any] | None = None) -> dict[str, Any]:
+          resume_options: dict[str, Any] | None = None, prefetch: bool = True) -> dict[str, Any]:
     """Train as ``config`` says; returns the run's summary.
 
     ``config``: a run configuration (see :data:`minise.config.DEFAULTS` and
@@ -561,17 +603,19 @@ def train(config: dict[str, Any], *, out: str | os.PathLike | None = None, data_
     ``config`` is ignored, but each of ``resume_options`` (what a user asked for along with the
     resume) must equal the saved value. ``stop_after``: end after that epoch even if the run plans
     more (it can be resumed later). ``progress``: tqdm bars (None: only when stderr is a terminal).
+    ``prefetch``: on the CPU, make the next batches (shuffle, crop and flip, normalisation) on a
+    background thread while a step runs; the numbers are the same either way.
 
     Summary keys: out, epoch, step, best_acc, best_epoch, history, stopped_early, model, synthetic.
     """
     device = backend.get_default_device() if device is None else device
     with backend.default_device(device):  # a clear error now if the device cannot be used
-        return _train(config, out, data_dir, device, resume, stop_after, log, progress, resume_options)
+        return _train(config, out, data_dir, device, resume, stop_after, log, progress, resume_options, prefetch)
 
 
 def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str | os.PathLike | None, device: str,
            resume: str | os.PathLike | None, stop_after: int | None, log: Callable[[str], None],
-           progress: bool | None, resume_options: dict[str, Any] | None) -> dict[str, Any]:
+           progress: bool | None, resume_options: dict[str, Any] | None, prefetch: bool) -> dict[str, Any]:
     """The steps of a run (see :func:`train`), with ``device`` the default device for every new tensor."""
     if stop_after is not None and stop_after < 1:
         raise UserError(f"--stop-after must be at least 1, got {stop_after}")
@@ -585,6 +629,7 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
     out_dir = Path(out) if out is not None else Path(".")
     try:
         data = _load_data(cfg, data_dir, log)
+        _check_labels(data)
         out_dir = _run_folder(out, cfg, resumed)
         if resumed is None:
             _refuse_existing_run(out_dir)
@@ -601,7 +646,7 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
                 if stop_after is not None and run.epoch >= stop_after:
                     stopped_early = True
                     break
-                record = _train_and_evaluate(run, loader, test, progress)
+                record = _train_and_evaluate(run, loader, test, progress, prefetch)
                 improved = _save_epoch(run, out_dir, record)
                 _log_epoch(run, record, improved, log)
         finally:

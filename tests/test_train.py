@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -449,3 +450,132 @@ def test_eval_reads_a_checkpoint_with_a_partial_configuration(tmp_path: Path, ca
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"checkpoint {tmp_path / 'se_resnet8.npz'}: se_resnet8 on generated data (not CIFAR)"
     assert out[1].startswith("test accuracy ") and "/ 50)" in out[1]
+
+
+# ----------------------------------------------------------------------------- issues 10 and 11: prefetching, no syncs
+def _run_files(folder: Path) -> tuple[dict, dict]:
+    """The last checkpoint's arrays and header, less what depends on the clock."""
+    arrays, meta = load_checkpoint(folder / "last.npz")
+    for record in meta["history"]:
+        for key in ("images_per_s", "train_time_s", "eval_time_s"):
+            record.pop(key)
+    return arrays, meta
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    arrays_a, meta_a = _run_files(a)
+    arrays_b, meta_b = _run_files(b)
+    assert set(arrays_a) == set(arrays_b)
+    for key in arrays_a:  # weights, BN statistics, momentum: bit for bit
+        np.testing.assert_array_equal(arrays_a[key], arrays_b[key], err_msg=key)
+    for key in ("rng_state", "schedule", "history", "step", "epoch", "best_acc", "best_epoch"):
+        assert meta_a[key] == meta_b[key], key
+
+
+def test_prefetching_changes_no_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With and without the background batches: the same weights, logs and random state, bit for bit,
+    also for a run that stops in the middle of an epoch (10 iterations of 4 per epoch) and one resumed."""
+    from minise.data import loader as loader_mod
+
+    made_on: list[str] = []
+    real = loader_mod.random_crop_flip
+
+    def recorded(*args, **kwargs):
+        made_on.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loader_mod, "random_crop_flip", recorded)
+    cfg = dict(TINY, iterations=10)  # 64 images in batches of 16: 4 + 4 + 2 steps
+    plain = train(cfg, out=tmp_path / "plain", prefetch=False, progress=False, log=_quiet)
+    assert plain["step"] == 10 and made_on == ["MainThread"] * 10
+    made_on.clear()
+    ahead = train(cfg, out=tmp_path / "ahead", prefetch=True, progress=False, log=_quiet)
+    assert ahead["step"] == 10 and made_on == ["minise-prefetch"] * 10  # not one batch more, though 2 run ahead
+    _assert_same_run(tmp_path / "plain", tmp_path / "ahead")
+    train(cfg, out=tmp_path / "split", stop_after=1, progress=False, log=_quiet)
+    train({}, resume=tmp_path / "split", progress=False, log=_quiet)
+    _assert_same_run(tmp_path / "plain", tmp_path / "split")
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "minise-prefetch" and t.is_alive()]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "nan"])
+def test_a_stopped_epoch_stops_its_prefetching(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop) -> None:
+    """Ctrl-C or a NaN loss in the middle of an epoch: the background thread is gone when train returns."""
+    real, calls = train_mod.F.cross_entropy, [0]
+
+    def failing(logits, target):
+        calls[0] += 1
+        if calls[0] == 2:
+            if stop is KeyboardInterrupt:
+                raise KeyboardInterrupt
+            return real(logits, target) * float("nan")
+        return real(logits, target)
+
+    monkeypatch.setattr(train_mod.F, "cross_entropy", failing)
+    assert not _prefetch_threads()
+    with pytest.raises(train_mod.Interrupted if stop is KeyboardInterrupt else train_mod.NonFiniteLoss):
+        train(TINY, out=tmp_path / "run", progress=False, log=_quiet)
+    assert calls[0] == 2 and not _prefetch_threads()
+
+
+def test_a_training_step_reads_nothing_from_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      simulated_gpu) -> None:
+    """On the (simulated) GPU the steps (forward, loss, backward, SGD update) pull nothing back to the
+    host: the only reads in an epoch are the loss and accuracy, one transfer every k steps."""
+    every = 3
+    monkeypatch.setattr(train_mod, "_sync_every", lambda device: 1 if device == "cpu" else every)
+    syncs = simulated_gpu.SYNCS
+    in_steps: list[int] = []  # device reads during each step
+    in_reads: list[int] = []  # device reads by the loop's bookkeeping after each step
+    real_epoch = train_mod.train_epoch
+
+    def counted_epoch(model, loader, optimizer, schedule=None, *, max_steps=None, on_step=None):
+        mark = [syncs[0]]
+
+        def counted_on_step(loss, correct, size):
+            in_steps.append(syncs[0] - mark[0])
+            before = syncs[0]
+            on_step(loss, correct, size)
+            in_reads.append(syncs[0] - before)
+            mark[0] = syncs[0]
+
+        return real_epoch(model, loader, optimizer, schedule, max_steps=max_steps, on_step=counted_on_step)
+
+    monkeypatch.setattr(train_mod, "train_epoch", counted_epoch)
+    train(dict(TINY, epochs=2), out=tmp_path / "run", device="cuda", progress=False, log=_quiet)
+    assert len(in_steps) == 8  # 2 epochs of 4 steps
+    assert in_steps == [0] * 8
+    assert in_reads == [1 if step % every == 0 else 0 for step in range(1, 9)]
+
+
+def test_labels_outside_the_classes_are_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labels are checked once on the host (the steps no longer check them on the device)."""
+    real = train_mod.make_synthetic
+
+    def broken(**kwargs):
+        data = real(**kwargs)
+        data.train_labels[5] = 10  # 10 classes: 0..9
+        return data
+
+    monkeypatch.setattr(train_mod, "make_synthetic", broken)
+    with pytest.raises(train_mod.DataError, match=r"the training labels of \w+ must lie in 0\.\.9, found 0\.\.10"):
+        train(TINY, out=tmp_path / "run", progress=False, log=_quiet)
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_refuses_labels_outside_the_classes(device) -> None:
+    from minise.data import make_synthetic
+
+    data = make_synthetic(8, 6)
+    model = minise.models.create("se_resnet8", num_classes=10, reduction=4).to(device)
+    labels = data.test_labels.copy()
+    labels[2] = -1
+    for bad in (labels, minise.backend.to_device(labels, device)):
+        with pytest.raises(ValueError, match=r"evaluate: the labels must lie in 0\.\.9, found -1\.\.\d"):
+            train_mod.evaluate(model, data.test_images, bad, np.full(3, 0.5), np.full(3, 0.25), 10, device=device)
+    result = train_mod.evaluate(model, data.test_images, data.test_labels, np.full(3, 0.5), np.full(3, 0.25), 10,
+                                device=device)
+    assert result["count"] == 6
