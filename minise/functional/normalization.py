@@ -36,6 +36,8 @@ class BatchNorm(Function):
     Training also updates the running estimates in place, as PyTorch does:
     running_mean ← (1 − momentum)·running_mean + momentum·μ, and the same for running_var with the
     unbiased variance σ²·m/(m − 1).
+
+    On the CPU the work goes to ``minise.fast.batchnorm`` (the same numbers in fewer passes).
     """
 
     def __init__(self, running_mean: Any, running_var: Any, training: bool, momentum: float, eps: float) -> None:
@@ -48,6 +50,10 @@ class BatchNorm(Function):
         xv = _channel_view(x)
         if self.training and xv.shape[0] * xv.shape[2] < 2:
             raise ValueError(f"batch_norm: training needs more than one value per channel, got input {tuple(x.shape)}")
+        self.has_bias = bias is not None
+        self.fast = speed.fast_path("batchnorm", x, weight, bias)
+        if self.fast is not None:
+            return self.fast.forward(self, x, weight, bias)
         gamma = weight if weight is not None else xp.ones(c, dtype=x.dtype)
         x_hat, y = xp.empty(xv.shape, dtype=x.dtype), xp.empty(xv.shape, dtype=x.dtype)
         invstd = xp.empty(c, dtype=x.dtype)
@@ -58,7 +64,6 @@ class BatchNorm(Function):
 
         speed.in_parallel(part, speed.parts(xv, axis=1), limit_blas=False)
         self.save(x_hat, invstd, weight)
-        self.has_bias = bias is not None
         return y.reshape(x.shape)
 
     def _normalize(self, xv: Any, gamma: Any, beta: Any, x_hat: Any, y: Any, s: slice) -> Any:
@@ -70,13 +75,7 @@ class BatchNorm(Function):
             mean = xv.sum(axis=2).sum(axis=0) / dtype(m)
             xp.subtract(xv, mean[:, None], out=x_hat)  # x − μ (made x̂ in place below)
             var = _sum_of_squares(x_hat) / dtype(m)
-            mom = self.momentum
-            if self.running_mean is not None:
-                self.running_mean[s] *= 1 - mom
-                self.running_mean[s] += mom * mean.astype(self.running_mean.dtype, copy=False)
-            if self.running_var is not None:
-                self.running_var[s] *= 1 - mom
-                self.running_var[s] += (mom * m / (m - 1)) * var.astype(self.running_var.dtype, copy=False)
+            self.update_running_stats(mean, var, m, s)
         else:
             mean, var = self.running_mean[s].astype(xv.dtype), self.running_var[s].astype(xv.dtype)
             xp.subtract(xv, mean[:, None], out=x_hat)
@@ -87,7 +86,19 @@ class BatchNorm(Function):
             y += beta[:, None]
         return invstd
 
+    def update_running_stats(self, mean: Any, var: Any, m: int, s: slice) -> None:
+        """The running estimates of the channels ``s`` moved towards this batch's μ and unbiased σ²."""
+        mom = self.momentum
+        if self.running_mean is not None:
+            self.running_mean[s] *= 1 - mom
+            self.running_mean[s] += mom * mean.astype(self.running_mean.dtype, copy=False)
+        if self.running_var is not None:
+            self.running_var[s] *= 1 - mom
+            self.running_var[s] += (mom * m / (m - 1)) * var.astype(self.running_var.dtype, copy=False)
+
     def backward(self, gy):
+        if self.fast is not None:
+            return self.fast.backward(self, gy)
         # BEGIN SOLUTION se/batchnorm_backward
         x_hat, invstd, weight = self.saved
         shape = gy.shape
