@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import speed
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
@@ -9,15 +10,20 @@ __all__ = ["relu", "sigmoid", "tanh"]
 
 
 class ReLU(Function):
-    """y = δ(x) = max(x, 0);   ∂L/∂x = ∂L/∂y · [x > 0]   (the gradient at exactly 0 is taken as 0)"""
+    """y = δ(x) = max(x, 0);   ∂L/∂x = ∂L/∂y · [x > 0]   (the gradient at exactly 0 is taken as 0)
+
+    On the CPU the backward goes to ``minise.fast.relu`` (the same numbers, in cache-sized blocks)."""
 
     def forward(self, x):
         xp = get_array_module(x)
         y = xp.maximum(x, 0)
         self.save(y)  # y > 0 exactly where x > 0, and y is kept alive by the next layer anyway
+        self.fast = speed.fast_path("relu", x)
         return y
 
     def backward(self, gy):
+        if self.fast is not None:
+            return self.fast.backward(self.saved[0], gy)
         # BEGIN SOLUTION autograd/relu
         (y,) = self.saved
         return gy * (y > 0)
