@@ -11,6 +11,8 @@ the medians is printed too), and peak memory. Each framework, network and phase 
 process, so thread pools and allocators do not meet. Peak memory: on the CPU the growth of the
 process's peak resident set from just before the first step (the same measure for both
 frameworks), on the GPU the allocator's peak (CuPy's memory pool, torch.cuda.max_memory_allocated).
+minise's processes keep freed memory for the next step (``minise.speed.keep_freed_memory``), as the
+``minise`` command does; PyTorch's run as PyTorch runs by default.
 
 The PyTorch networks are those the tests check minise's against (tests/models/torch_nets.py).
 
@@ -44,6 +46,9 @@ def rss_peak_mb() -> float:
 def run_minise(name: str, phase: str, batch: int, steps: int, warmup: int, device: str) -> dict:
     sys.path.insert(0, ROOT)
     import minise
+    from minise import speed
+
+    speed.keep_freed_memory()  # as the minise command does
     import minise.functional as F
     import minise.models as M
     from minise import backend, optim
@@ -134,6 +139,9 @@ def se_cost_minise(batch: int, steps: int, warmup: int, device: str) -> dict:
     between processes that a shared machine adds (separate runs can differ by 10 % on their own)."""
     sys.path.insert(0, ROOT)
     import minise
+    from minise import speed
+
+    speed.keep_freed_memory()  # as the minise command does
     import minise.functional as F
     import minise.models as M
     from minise import backend, optim

@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--size", type=int, default=None, help="image size (default 32 for CIFAR, 224 else)")
     parser.add_argument("--out", default=None, help="bar chart PNG (default profile_MODEL.png)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep freed memory, as the minise command does)")
     args = parser.parse_args(argv)
+    if not args.default_allocator:
+        speed.keep_freed_memory()
     nn.init.manual_seed(0)
     model = M.create(args.model).to(args.device)
     classes = list(model.parameters())[-1].shape[0]  # the classifier's bias: 10 for CIFAR, 1000 for ImageNet

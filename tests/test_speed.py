@@ -1,5 +1,10 @@
-"""minise.speed: BLAS thread control (threadpoolctl, counted), batch parts, blocks, the prefetcher."""
+"""minise.speed: BLAS thread control (threadpoolctl, counted), batch parts, blocks, the prefetcher,
+the allocator setting."""
 
+import os
+import platform
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -345,3 +350,36 @@ def test_every_fast_module_names_real_regions_and_has_tests():
         solves = fast_solves(py.read_text(encoding="utf-8"), str(py))
         assert solves and set(solves) <= tags, f"{py.name}: SOLVES {solves} must name existing regions"
         assert (root / "tests" / "fast" / f"test_{py.name}").exists(), f"{py.name} has no tests/fast/test_{py.name}"
+
+
+# ---------------------------------------------------------------------- the allocator
+_ROUNDS = """
+import resource, sys
+import numpy as np
+import minise.speed as speed
+kept = speed.keep_freed_memory() if sys.argv[1] == "keep" else None
+def step():  # a step's worth of large arrays, written, then all freed
+    arrays = [np.ones(2 << 20, np.float32) for _ in range(12)]
+    del arrays
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step()
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_means_no_page_faults_in_the_next_step():
+    """Each setting in a fresh process (it changes the allocator for good): the second round of the
+    same arrays touches no new pages when freed memory is kept, and many without it."""
+    def faults(mode: str) -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", _ROUNDS, mode], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        kept, count = done.stdout.split()
+        return kept, int(count)
+
+    pages = 12 * (8 << 20) // 4096
+    kept, with_setting = faults("keep")
+    assert kept == "True" and with_setting < pages // 100
+    kept, without = faults("default")  # import minise alone leaves the allocator as it was
+    assert kept == "None" and without > max(10, 10 * with_setting)
