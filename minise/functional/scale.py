@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import speed
 from ..autograd import Function, Tensor
 
 __all__ = ["scale"]
@@ -11,6 +12,8 @@ class Scale(Function):
     """x̃_c = F_scale(u_c, s_c) = s_c · u_c,  u: (N, C, H, W), s: (N, C)   (Eq. 4)
 
     ∂L/∂u_c(i, j) = s_c · ∂L/∂x̃_c(i, j),     ∂L/∂s_c = Σ_i Σ_j ∂L/∂x̃_c(i, j) · u_c(i, j)
+
+    On the CPU the work goes to ``minise.fast.scale`` (the same products by einsum, in cache-sized blocks).
     """
 
     def forward(self, u, s):
@@ -19,12 +22,17 @@ class Scale(Function):
         if tuple(s.shape) != tuple(u.shape[:2]):
             raise ValueError(f"scale: expected s of shape {tuple(u.shape[:2])} (N, C) for u {tuple(u.shape)}, "
                              f"got {tuple(s.shape)}")
+        self.fast = speed.fast_path("scale", u, s)
+        if self.fast is not None:
+            return self.fast.forward(self, u, s)
         # BEGIN SOLUTION se/scale_forward
         self.save(u, s)
         return u * s[:, :, None, None]
         # END SOLUTION
 
     def backward(self, gy):
+        if self.fast is not None:
+            return self.fast.backward(self, gy)
         # BEGIN SOLUTION se/scale_backward
         u, s = self.saved
         n, c = s.shape

@@ -1,0 +1,52 @@
+"""The SE block's scale (Eq. 4) by ``einsum`` (the op and its maths: ``minise.functional.scale``).
+
+x̃ = s_c · u_c multiplies every (n, c) plane of u by one number. Written as a broadcast product,
+u * s[:, :, None, None], NumPy runs one short loop per plane; ``einsum`` runs the same products
+faster (the same bits: one multiplication per value). The backward makes both gradients a block
+of samples at a time, so that the block of ∂L/∂x̃ read for ∂L/∂u is still in the cache when it
+is read again for ∂L/∂s = Σ_ij ∂L/∂x̃ · u.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import speed
+
+SOLVES = ("se/scale_forward", "se/scale_backward")
+
+
+def supports(*arrays: Any) -> bool:
+    """NumPy arrays (CPU) of float32 or float64."""
+    return all(type(a) is np.ndarray and a.dtype in (np.float32, np.float64) for a in arrays)
+
+
+def _planes(a: Any) -> Any:
+    """(N, C, H, W) as (N, C, H·W)."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def forward(op: Any, u: Any, s: Any) -> Any:
+    """x̃ = s_c · u_c for u (N, C, H, W) and s (N, C); saves u and s on ``op``."""
+    op.save(u, s)
+    return np.einsum("ncl,nc->ncl", _planes(u), s).reshape(u.shape)
+
+
+def backward(op: Any, gy: Any) -> tuple[Any, Any]:
+    """(∂L/∂u, ∂L/∂s), each None where not needed."""
+    u, s = op.saved
+    need_u, need_s = op.needs_input_grad
+    g, uv = _planes(gy), _planes(u)
+    n = g.shape[0]
+    gu = np.empty(g.shape, dtype=gy.dtype) if need_u else None
+    gs = np.empty(s.shape, dtype=gy.dtype) if need_s else None
+    step = speed.block_size(g, g[0].nbytes if n else 1, speed.default_block_bytes())
+    for start in range(0, n, step):
+        b = slice(start, start + step)
+        if need_u:
+            np.einsum("ncl,nc->ncl", g[b], s[b], out=gu[b])
+        if need_s:
+            np.einsum("ncl,ncl->nc", g[b], uv[b], out=gs[b])
+    return (gu.reshape(gy.shape) if need_u else None), gs
