@@ -1,10 +1,12 @@
-"""ReLU's backward in cache-sized blocks (the op and its maths: ``minise.functional.activation``).
+"""ReLU in cache-sized blocks, on the threads for large arrays (the op and its maths:
+``minise.functional.activation``).
 
 The textbook ∂L/∂x = ∂L/∂y · [y > 0] makes the whole mask [y > 0] (a bool array) and then the
 whole product: the mask is written out to memory and read back. Here, a block of samples at a
 time, the mask is written as 0 and 1 straight into ∂L/∂x's block (in the gradient's dtype) and
-multiplied by ∂L/∂y in place while it is still in the cache. The numbers are the same to the bit
-(a product by exactly 0 or 1).
+multiplied by ∂L/∂y in place while it is still in the cache. Arrays of ``PARALLEL_MIN_BYTES`` or
+more are cut into one part of the batch per thread (``minise.speed.parts``), forward and backward.
+The numbers are the same to the bit (max(x, 0), and a product by exactly 0 or 1).
 """
 
 from __future__ import annotations
@@ -17,19 +19,35 @@ from .. import speed
 
 SOLVES = ("autograd/relu",)
 
+PARALLEL_MIN_BYTES = 8 << 20
+"""Arrays from this size are split over the threads: 128×16×32×32 float32 (8 MiB) measured about
+1.4× faster on two threads, forward and backward; 4 MiB gained nothing, 2 MiB lost."""
+
 
 def supports(*arrays: Any) -> bool:
     """NumPy arrays (CPU) of float32 or float64 with at least one axis."""
     return all(type(a) is np.ndarray and a.dtype in (np.float32, np.float64) and a.ndim > 0 for a in arrays)
 
 
+def forward(x: Any) -> Any:
+    """y = max(x, 0)."""
+    y = np.empty_like(x)
+    speed.in_parallel(lambda s: np.maximum(x[s], 0, out=y[s]), speed.parts(x, min_bytes=PARALLEL_MIN_BYTES),
+                      limit_blas=False)
+    return y
+
+
 def backward(y: Any, gy: Any) -> Any:
     """∂L/∂x = ∂L/∂y · [y > 0], for the ReLU output y."""
     gx = np.empty(gy.shape, dtype=gy.dtype)
-    n = gx.shape[0]
-    step = speed.block_size(gx, gx[0].nbytes if n else 1, speed.default_block_bytes())
-    for start in range(0, n, step):
-        block = gx[start:start + step]
-        np.greater(y[start:start + step], 0, out=block)  # [y > 0] as 0.0 and 1.0
-        block *= gy[start:start + step]
+
+    def part(s: slice) -> None:
+        out, ys, gys = gx[s], y[s], gy[s]
+        step = speed.block_size(out, out[0].nbytes if len(out) else 1, speed.default_block_bytes())
+        for start in range(0, len(out), step):
+            block = out[start:start + step]
+            np.greater(ys[start:start + step], 0, out=block)  # [y > 0] as 0.0 and 1.0
+            block *= gys[start:start + step]
+
+    speed.in_parallel(part, speed.parts(gx, min_bytes=PARALLEL_MIN_BYTES), limit_blas=False)
     return gx

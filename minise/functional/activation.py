@@ -12,13 +12,13 @@ __all__ = ["relu", "sigmoid", "tanh"]
 class ReLU(Function):
     """y = δ(x) = max(x, 0);   ∂L/∂x = ∂L/∂y · [x > 0]   (the gradient at exactly 0 is taken as 0)
 
-    On the CPU the backward goes to ``minise.fast.relu`` (the same numbers, in cache-sized blocks)."""
+    On the CPU the work goes to ``minise.fast.relu`` (the same numbers, in cache-sized blocks and threads)."""
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.maximum(x, 0)
-        self.save(y)  # y > 0 exactly where x > 0, and y is kept alive by the next layer anyway
         self.fast = speed.fast_path("relu", x)
+        y = self.fast.forward(x) if self.fast is not None else xp.maximum(x, 0)
+        self.save(y)  # y > 0 exactly where x > 0, and y is kept alive by the next layer anyway
         return y
 
     def backward(self, gy):

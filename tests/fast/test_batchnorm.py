@@ -44,7 +44,12 @@ def _close(fast, slow, dtype, what):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_same_numbers_as_the_textbook(shape, training, dtype):
+@pytest.mark.parametrize("cut", ["whole", "parts"])
+def test_same_numbers_as_the_textbook(monkeypatch, shape, training, dtype, cut):
+    if cut == "parts":  # the channels over three threads, and ∂L/∂x one sample per block
+        monkeypatch.setattr(speed, "NUM_THREADS", 3)
+        monkeypatch.setattr(fast_bn, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(speed, "default_block_bytes", lambda: 1)
     fast, op = _run(shape, dtype, training)
     assert op.fast is fast_bn  # the fast path did run
     with speed.use_fast(False):

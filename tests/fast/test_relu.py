@@ -1,4 +1,4 @@
-"""minise.fast.relu against the textbook ReLU backward (speed.use_fast(False)): the same bits."""
+"""minise.fast.relu against the textbook ReLU (speed.use_fast(False)): the same bits, on one thread or several."""
 
 import numpy as np
 import pytest
@@ -21,9 +21,12 @@ def _grad(x_np, g, fast):
 @pytest.mark.parametrize("shape", [(7,), (5, 3), (9, 4, 5, 6), (1, 2, 3, 3)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("block_bytes", [None, 1])  # the default blocks, and one sample per block
-def test_same_bits_as_the_textbook(monkeypatch, shape, dtype, block_bytes):
+@pytest.mark.parametrize("threads", [1, 3])  # 3: every array, however small, split over three threads
+def test_same_bits_as_the_textbook(monkeypatch, shape, dtype, block_bytes, threads):
     if block_bytes is not None:
         monkeypatch.setattr(speed, "default_block_bytes", lambda: block_bytes)
+    monkeypatch.setattr(speed, "NUM_THREADS", threads)
+    monkeypatch.setattr(fast_relu, "PARALLEL_MIN_BYTES", 0 if threads > 1 else 1 << 62)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
     x.flat[::3] = 0  # exact zeros: the gradient there is 0
@@ -49,7 +52,10 @@ def test_nan_inf_and_a_broadcast_upstream_gradient():
     np.testing.assert_array_equal(np.signbit(fast), np.signbit(slow))
 
 
-def test_a_non_contiguous_input():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_non_contiguous_input(monkeypatch, threads):
+    monkeypatch.setattr(speed, "NUM_THREADS", threads)
+    monkeypatch.setattr(fast_relu, "PARALLEL_MIN_BYTES", 0)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((6, 5, 4)).transpose(2, 0, 1)  # y = max(x, 0) keeps x's memory order
     g = rng.standard_normal(x.shape)
