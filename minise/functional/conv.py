@@ -41,6 +41,9 @@ reads them, and the batch is cut into one part per core, each part on a thread o
 BLAS on one thread. Neither changes the maths: the numbers are those of one block and one thread
 up to rounding (BLAS may order a narrower product's sums differently, and ∂L/∂W adds up the parts).
 The measured effect of each choice is in benchmarks/README.md.
+
+**Fast path** (``minise/fast/conv.py``, off with ``minise.speed.use_fast(False)``): on the CPU,
+ungrouped convolutions build their columns channels-last, one row per output pixel, in reused buffers.
 """
 
 from __future__ import annotations
@@ -86,8 +89,12 @@ class Conv2d(Function):
         geo = _check(x, w, b, self.stride, self.padding, self.dilation, self.groups)
         self.geo, self.has_bias = geo, b is not None
         self.save(x, w)
+        fast = speed.fast_path("conv", x, w, b)  # minise/fast/conv.py: the same sums, fewer passes
+        self.fast = fast if fast is not None and fast.handles(geo, self.groups) else None
         if _is_pointwise(geo):
             y = _pointwise(x, w, self.stride, self.groups)
+        elif self.fast is not None:
+            y = self.fast.forward(x, w, geo)
         else:  # y = W_mat X_col, each part of the batch on a thread of its own
             y, _ = speed.over_batch(lambda s: (_correlate(x[s], w, geo, self.groups), None), x,
                                     (x.shape[0], w.shape[0], geo.out_h, geo.out_w), x.dtype)
@@ -101,6 +108,8 @@ class Conv2d(Function):
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
         if _is_pointwise(self.geo):
             gx, gw = _pointwise_backward(x, w, gy, self.stride, self.groups, need_x, need_w)
+        elif self.fast is not None:
+            gx, gw = self.fast.backward(x, w, gy, self.geo, need_x, need_w)
         else:
             gx, gw = self._backward_by_parts(x, w, gy, need_x, need_w)
         return (gx, gw, gb)[:len(self.needs_input_grad)]  # called as f(x, w) or f(x, w, b)

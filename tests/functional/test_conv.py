@@ -254,6 +254,7 @@ def test_threads_match_one_thread(blocks, monkeypatch, case, batch, threads):
 def test_threads_split_the_batch(monkeypatch, stride):
     """With 3 threads a batch of 7 runs as chunks of 2, 2 and 3 samples, each on a pool thread with
     OpenBLAS on one thread; afterwards OpenBLAS has its thread count back."""
+    monkeypatch.setenv("MINISE_FAST", "0")  # the textbook path's internals (the fast path's: tests/fast/test_conv.py)
     calls = []
     lock = threading.Lock()
 

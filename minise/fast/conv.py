@@ -1,0 +1,314 @@
+"""conv2d on the CPU with pixel-major columns: the same sums as ``minise.functional.conv``, fewer passes.
+
+The textbook path builds channel-first columns (C·kh·kw rows, one column per output pixel) from an
+NCHW input, so each copied run is one output row (8 numbers on an 8×8 map), and it computes rows on
+the padded grid (W_q ≥ W_out wide) to make those runs longer. Here the input block is written once,
+channels last, into a zero-bordered buffer, (b, H + 2p_h, W + 2p_w, C); then one window of one output
+pixel is kh runs of kw·C numbers back to back, and the columns are exactly one row per output pixel:
+
+    X_rows[(n, i, j), (u, v, c)] = x_pad[n, i·s_h + u·d_h, j·s_w + v·d_w, c]
+    Y_rows = X_rows W_k,    W_k[(u, v, c), o] = W[o, c, u, v]           (b·H_out·W_out × O)
+    ∂L/∂W_k += X_rowsᵀ ∂L/∂Y_rows                                        (one product per block)
+    ∂L/∂x: stride 1: the correlation of ∂L/∂y, zero-padded by d(k − 1) − p, with the flipped kernel
+           (the same code as the forward); otherwise ∂L/∂X_rows = ∂L/∂Y_rows W_kᵀ added back
+           window offset by window offset (col2im) into a zero-bordered buffer.
+
+Every buffer of a block (the padded input, the columns, the product) belongs to the thread and is
+reused from call to call (growing when a larger one is needed): no fresh allocation per block, so no
+page faults on first touch. The batch is cut into one part per core (``speed.batch_parts``); each
+thread writes its samples straight into the one output array. Grouped convolutions keep the
+textbook path (``handles``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from .. import speed
+from ..functional.window import Window
+
+SOLVES = ("conv/forward", "conv/backward")
+
+BLOCK_BYTES = 2 << 20
+"""Bytes of columns per block (passed to ``speed.block_size``); tests lower it to run many blocks."""
+
+_local = threading.local()
+
+
+def supports(*arrays: Any) -> bool:
+    """NumPy arrays, all float32 or all float64 (None, for an absent bias, is ignored)."""
+    given = [a for a in arrays if a is not None]
+    return (all(isinstance(a, np.ndarray) for a in given) and len({a.dtype for a in given}) == 1
+            and given[0].dtype in (np.float32, np.float64))
+
+
+def handles(geo: Window, groups: int) -> bool:
+    """One group (grouped convolutions keep the textbook path, one product per group)."""
+    return groups == 1
+
+
+def _buffer(role: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """This thread's array for ``role``, viewed as ``shape`` (contents left over from the last use)."""
+    buffers = _local.__dict__.setdefault("buffers", {})
+    size = int(np.prod(shape))
+    key = (role, np.dtype(dtype))
+    flat = buffers.get(key)
+    if flat is None or flat.size < size:
+        flat = buffers[key] = np.empty(size, dtype=dtype)
+    return flat[:size].reshape(shape)
+
+
+def _padded(src: Any, padding: tuple[int, int], role: str) -> np.ndarray:
+    """src (b, H, W, C), any strides, written into this thread's zero-bordered (b, H + 2p_h, W + 2p_w, C)."""
+    b, h, w, c = src.shape
+    ph, pw = padding
+    grid = _buffer(role, (b, h + 2 * ph, w + 2 * pw, c), src.dtype)
+    if ph:
+        grid[:, :ph] = 0
+        grid[:, ph + h:] = 0
+    if pw:
+        grid[:, ph:ph + h, :pw] = 0
+        grid[:, ph:ph + h, pw + w:] = 0
+    grid[:, ph:ph + h, pw:pw + w] = src
+    return grid
+
+
+def _windows(grid: np.ndarray, geo: Window) -> np.ndarray:
+    """windows[n, i, j, u, v, c] = grid[n, i·s_h + u·d_h, j·s_w + v·d_w, c] (a view, no copy)."""
+    (sh, sw), (dh, dw) = geo.stride, geo.dilation
+    s_n, s_h, s_w, s_c = grid.strides
+    return np.lib.stride_tricks.as_strided(
+        grid, shape=(grid.shape[0], geo.out_h, geo.out_w, geo.kernel[0], geo.kernel[1], grid.shape[3]),
+        strides=(s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False)
+
+
+def _rows(src: Any, geo: Window) -> np.ndarray:
+    """X_rows of one block: src (b, H, W, C) → (b·H_out·W_out, kh·kw·C), this thread's buffer."""
+    grid = _padded(src, geo.padding, "grid")
+    b, c = src.shape[0], src.shape[3]
+    rows = _buffer("rows", (b, geo.out_h, geo.out_w, geo.kernel[0], geo.kernel[1], c), src.dtype)
+    np.copyto(rows, _windows(grid, geo))
+    return rows.reshape(b * geo.out_h * geo.out_w, -1)
+
+
+def _product_into(rows: np.ndarray, w_k: np.ndarray, out: np.ndarray) -> None:
+    """out (b, O, H_out, W_out) = rows W_k, one row per output pixel, moved to channels first."""
+    b, o, ho, wo = out.shape
+    product = _buffer("product", (b * ho * wo, o), out.dtype)
+    np.matmul(rows, w_k, out=product)
+    out[...] = product.reshape(b, ho * wo, o).transpose(0, 2, 1).reshape(out.shape)
+
+
+def _step(x: np.ndarray, geo: Window, channels: int) -> int:
+    """Samples per block: about BLOCK_BYTES of columns."""
+    k = geo.kernel[0] * geo.kernel[1] * channels
+    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, BLOCK_BYTES)
+
+
+def _by_parts(fn: Any, n: int, x: np.ndarray) -> list[Any]:
+    """fn(start, stop) for each part of the batch, one thread per part (``speed.in_parallel``)."""
+    return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), speed.batch_parts(x))
+
+
+def _k_major(w: np.ndarray) -> np.ndarray:
+    """W_k[(u, v, c), o] = W[o, c, u, v], contiguous."""
+    o = w.shape[0]
+    return np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(-1, o)
+
+
+def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
+    """y = conv2d(x, W) without bias, (N, O, H_out, W_out)."""
+    n, o = x.shape[0], w.shape[0]
+    y = np.empty((n, o, geo.out_h, geo.out_w), dtype=x.dtype)
+    if _few_channels(x, geo):
+        w_mat = w.reshape(o, -1)
+        step = _canvas_step(x, geo)
+
+        def part(start: int, stop: int) -> None:
+            for n0 in range(start, stop, step):
+                n1 = min(n0 + step, stop)
+                cols, (rows, width) = _canvas_columns(x[n0:n1], geo)
+                product = _buffer("product", (o, cols.shape[1]), x.dtype)
+                np.matmul(w_mat, cols, out=product)
+                y[n0:n1] = product.reshape(o, n1 - n0, rows, width)[:, :, :geo.out_h, :geo.out_w].transpose(1, 0, 2, 3)
+
+        _by_parts(part, n, x)
+        return y
+    w_k = _k_major(w)
+    step = _step(x, geo, x.shape[1])
+
+    def part(start: int, stop: int) -> None:
+        for n0 in range(start, stop, step):
+            n1 = min(n0 + step, stop)
+            _product_into(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo), w_k, y[n0:n1])
+
+    _by_parts(part, n, x)
+    return y
+
+
+def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: bool,
+             need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(∂L/∂x, ∂L/∂W) of conv2d (each None where not needed), block by block, one part of the batch per thread.
+
+    Stride 1 (and p ≤ d(k − 1)): the rows of ∂L/∂y padded by d(k − 1) − p, G_rows[(n, a, e), (u, v, o)]
+    = ∂L/∂y_pad[n, a + u·d_h, e + v·d_w, o], serve both gradients:
+
+        ∂L/∂x_rows = G_rows W'_k,    W'_k[(u, v, o), c] = W[o, c, kh−1−u, kw−1−v]   (the flipped kernel)
+        ∂L/∂W'_k  = G_rowsᵀ x_rows,   x_rows[(n, a, e), c] = x[n, c, a, e]             (no columns of x)
+
+    Otherwise ∂L/∂W_k = X_rowsᵀ ∂L/∂Y_rows (or its canvas form, for few input channels), and ∂L/∂x by col2im.
+    """
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    ho, wo = geo.out_h, geo.out_w
+    (ph, pw), (dh, dw) = geo.padding, geo.dilation
+    full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)  # ∂L/∂y's padding when ∂L/∂x is a correlation
+    by_correlation = need_x and geo.stride == (1, 1) and min(full) >= 0
+    canvas = need_w and not by_correlation and _few_channels(x, geo)
+    gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
+    if by_correlation:
+        w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
+        geo_x = Window(geo.kernel, (1, 1), full, geo.dilation, ho, wo)
+        step = _step(x, geo_x, o)
+    else:
+        w_k = _k_major(w) if need_x else None
+        step = _canvas_step(x, geo) if canvas else _step(x, geo, c)
+
+    def part(start: int, stop: int) -> np.ndarray | None:
+        gw_k = None  # ∂L/∂W'_k, ∂L/∂W_matᵀ on the canvas, or ∂L/∂W_k: summed over the blocks
+        for n0 in range(start, stop, step):
+            n1 = min(n0 + step, stop)
+            b = n1 - n0
+            if by_correlation:
+                g_rows = _rows(gy[n0:n1].transpose(0, 2, 3, 1), geo_x)
+                _product_into(g_rows, w_flipped, gx[n0:n1])
+                if need_w:
+                    x_rows = _buffer("x", (b, h, wd, c), x.dtype)
+                    x_rows[...] = x[n0:n1].transpose(0, 2, 3, 1)
+                    gw_k = _add(gw_k, np.matmul(g_rows.T, x_rows.reshape(-1, c)))
+                continue
+            if canvas:
+                gw_k = _add(gw_k, _canvas_weight_grad(x[n0:n1], gy[n0:n1], geo))
+                if not need_x:
+                    continue
+            gy_rows = _buffer("gy", (b, ho, wo, o), gy.dtype)
+            gy_rows[...] = gy[n0:n1].transpose(0, 2, 3, 1)
+            gy_rows = gy_rows.reshape(b * ho * wo, o)
+            if need_w and not canvas:
+                gw_k = _add(gw_k, np.matmul(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo).T, gy_rows))
+            if need_x:
+                _col2im_block(gy_rows, w_k, geo, gx[n0:n1])
+        return gw_k
+
+    gw_parts = _by_parts(part, n, x)
+    if not need_w:
+        return gx, None
+    gw_k = gw_parts[0]
+    for more in gw_parts[1:]:
+        gw_k += more
+    if by_correlation:  # ∂L/∂W[o, c, u, v] = ∂L/∂W'_k[(kh−1−u, kw−1−v, o), c]
+        gw = gw_k.reshape(kh, kw, o, c).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
+    elif canvas:  # rows (c, u, v)
+        gw = gw_k.reshape(c, kh, kw, o).transpose(3, 0, 1, 2)
+    else:  # rows (u, v, c)
+        gw = gw_k.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)
+    return gx, np.ascontiguousarray(gw)
+
+
+def _add(total: np.ndarray | None, more: np.ndarray) -> np.ndarray:
+    """total + more, in place after the first block."""
+    if total is None:
+        return more
+    total += more
+    return total
+
+
+def _col2im_block(gy_rows: np.ndarray, w_k: np.ndarray, geo: Window, out: np.ndarray) -> None:
+    """out (b, C, H, W) = ∂L/∂x of one block: ∂L/∂X_rows = ∂L/∂Y_rows W_kᵀ, each window offset (u, v)
+    added back onto the pixels it was read from (overlapping windows add up: ``+=``)."""
+    b, c, h, wd = out.shape
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    kh, kw = geo.kernel
+    g_rows = _buffer("rows", (gy_rows.shape[0], kh * kw * c), out.dtype)
+    np.matmul(gy_rows, w_k.T, out=g_rows)
+    g_rows = g_rows.reshape(b, geo.out_h, geo.out_w, kh, kw, c)
+    grid = _buffer("grid", (b, h + 2 * ph, wd + 2 * pw, c), out.dtype)
+    grid.fill(0)
+    s_n, s_h, s_w, s_c = grid.strides
+    for u in range(kh):
+        for v in range(kw):
+            at = np.lib.stride_tricks.as_strided(
+                grid[:, u * dh:, v * dw:], shape=(b, geo.out_h, geo.out_w, c),
+                strides=(s_n, s_h * sh, s_w * sw, s_c))
+            at += g_rows[:, :, :, u, v]
+    out[...] = grid[:, ph:ph + h, pw:pw + wd].transpose(0, 3, 1, 2)
+
+
+# ---------------------------------------------------------------------- few input channels: the canvas
+def _few_channels(x: np.ndarray, geo: Window) -> bool:
+    """A window row of kw·C numbers is too short a run to copy (the stems: C = 3): use the canvas."""
+    return geo.kernel[1] * x.shape[1] < 32
+
+
+def _canvas_shape(geo: Window) -> tuple[int, int, int, int]:
+    """(rows per sample, row width, extra rows at the bottom, phases) of the canvas of one stride phase."""
+    (sh, sw), (ph, pw) = geo.stride, geo.padding
+    rows, width = -(-(geo.h + 2 * ph) // sh), -(-(geo.w + 2 * pw) // sw)
+    extra = (geo.kernel[0] - 1) * geo.dilation[0] // sh + 1
+    return rows, width, extra, sh * sw
+
+
+def _canvas_step(x: np.ndarray, geo: Window) -> int:
+    rows, width, _, _ = _canvas_shape(geo)
+    k = geo.kernel[0] * geo.kernel[1] * x.shape[1]
+    return speed.block_size(x, rows * width * k * x.itemsize, BLOCK_BYTES)
+
+
+def _canvas_columns(x: Any, geo: Window) -> tuple[np.ndarray, tuple[int, int]]:
+    """X_col (C·kh·kw, b·R·P) of one block, each row one contiguous run of a canvas, and (R, P).
+
+    The zero-padded input x_pad, split into its stride phases (a, e), phase[n, c, r, t] =
+    x_pad[n, c, r·s_h + a, t·s_w + e], is laid out channel-first with the samples one under the
+    other: canvas[a, e][c, n·R + r, t] (R, P: a phase's rows and width). Then with
+    u·d_h = q_u·s_h + a and v·d_w = q_v·s_w + e, the window entry (c, u, v) of the output pixel at
+    canvas position f = (n·R + i)·P + j is canvas[a, e][c].flat[f + q_u·P + q_v]: the row (c, u, v)
+    of X_col is one run of the canvas, for every output position of the block at once. Positions
+    with i ≥ H_out or j ≥ W_out are computed too and dropped (their reads stay inside the buffer:
+    the canvas has spare rows at the bottom)."""
+    b, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
+    kh, kw = geo.kernel
+    rows, width, extra, phases = _canvas_shape(geo)
+    canvas = _buffer("grid", (phases, c, b * rows + extra, width), x.dtype)
+    canvas.fill(0)
+    for a in range(sh):
+        for e in range(sw):
+            r0, t0 = max(0, -(-(ph - a) // sh)), max(0, -(-(pw - e) // sw))  # first row/column inside x
+            src = x[:, :, r0 * sh + a - ph::sh, t0 * sw + e - pw::sw]
+            dst = canvas[a * sw + e, :, :b * rows].reshape(c, b, rows, width)
+            dst[:, :, r0:r0 + src.shape[2], t0:t0 + src.shape[3]] = src.transpose(1, 0, 2, 3)
+    length = b * rows * width
+    flat = canvas.reshape(phases, c, -1)
+    cols = _buffer("rows", (c, kh, kw, length), x.dtype)
+    for u in range(kh):
+        qu, a = divmod(u * dh, sh)
+        for v in range(kw):
+            qv, e = divmod(v * dw, sw)
+            start = qu * width + qv
+            cols[:, u, v] = flat[a * sw + e, :, start:start + length]
+    return cols.reshape(c * kh * kw, length), (rows, width)
+
+
+def _canvas_weight_grad(x: Any, gy: Any, geo: Window) -> np.ndarray:
+    """∂L/∂W_matᵀ of one block, (C·kh·kw, O): X_col ∂L/∂Y_canvasᵀ, with zeros at the dropped positions."""
+    cols, (rows, width) = _canvas_columns(x, geo)
+    b, o = gy.shape[:2]
+    ho, wo = geo.out_h, geo.out_w
+    gy_canvas = _buffer("gy", (o, b, rows, width), gy.dtype)
+    gy_canvas[:, :, ho:] = 0
+    gy_canvas[:, :, :ho, wo:] = 0
+    gy_canvas[:, :, :ho, :wo] = gy.transpose(1, 0, 2, 3)
+    return np.matmul(cols, gy_canvas.reshape(o, -1).T)
