@@ -514,7 +514,7 @@ def _batches(run: _Run, loader: BatchLoader, prefetch: bool) -> contextlib.Abstr
     while the steps run when ``prefetch`` is on and the device is the CPU."""
     batches = itertools.islice(loader, min(run.per_epoch, run.total_iters - run.step))
     if prefetch and run.device == "cpu":  # a GPU array made on another thread belongs to another stream
-        return Prefetcher(batches, depth=2)
+        return Prefetcher(batches, depth=1)  # one batch takes milliseconds, a step hundreds
     return contextlib.nullcontext(batches)
 
 

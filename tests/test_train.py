@@ -490,7 +490,7 @@ def test_prefetching_changes_no_number(tmp_path: Path, monkeypatch: pytest.Monke
     assert plain["step"] == 10 and made_on == ["MainThread"] * 10
     made_on.clear()
     ahead = train(cfg, out=tmp_path / "ahead", prefetch=True, progress=False, log=_quiet)
-    assert ahead["step"] == 10 and made_on == ["minise-prefetch"] * 10  # not one batch more, though 2 run ahead
+    assert ahead["step"] == 10 and made_on == ["minise-prefetch"] * 10  # not one batch more, though it runs ahead
     _assert_same_run(tmp_path / "plain", tmp_path / "ahead")
     train(cfg, out=tmp_path / "split", stop_after=1, progress=False, log=_quiet)
     train({}, resume=tmp_path / "split", progress=False, log=_quiet)
