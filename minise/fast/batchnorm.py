@@ -6,12 +6,18 @@ The same numbers as the textbook code, up to rounding, computed differently:
   (``np.repeat(v, L)``, a few KiB), and each pass combines the (N, C·L) view of the data with
   that row. Every inner loop then runs over C·L contiguous numbers. Broadcasting a (C, 1) column
   over (N, C, L) instead runs one loop per (n, c) plane, which measured about twice as slow for
-  the 32×32 maps (L = 1024): the passes were bound by loop overhead, not by memory.
-- Forward keeps x − μ (not x̂) and folds 1/σ into the per-channel factor: y = (x − μ)·(γ/σ) + β,
-  three passes and one new array besides y (the textbook makes x̂ in a pass of its own).
-- Backward: the two per-channel sums Σ g and Σ g·(x − μ) by ``einsum`` (no temporary), and
-  ∂L/∂x = k·g + c₁·(x − μ) + c₀ (k = γ/σ, c₁ and c₀ per channel, from those sums) written into
-  one new array, a block of samples at a time so that the one temporary stays in the cache.
+  the 32×32 maps (L = 1024).
+- Nothing new is kept for backward: x itself (which the graph holds anyway) and μ. x − μ is made
+  again where it is needed, a block of samples at a time into a small buffer that stays in the
+  cache (the textbook keeps x̂, one more array the size of x per layer: about 90 MB of ResNet-20's
+  training step at batch 128). In a training step the activations come from main memory, not the
+  cache, so what counts is how often each large array is swept: forward reads x three times (μ,
+  σ², y) and writes y once; backward reads ∂L/∂y and x twice each and writes ∂L/∂x once.
+- 1/σ is folded into the per-channel factors: y = (x − μ)·(γ/σ) + β, and
+  ∂L/∂x = k·g + c₁·(x − μ) + c₀ (k = γ/σ; c₁, c₀ per channel from Σ g and Σ g·(x − μ)).
+- The per-channel sums are ``einsum`` over each (n, c) plane, then summed over n, exactly as
+  the textbook's σ²; so how the samples are cut into blocks, or the channels over threads
+  (``PARALLEL_MIN_BYTES``), changes no number.
 
 Where this pays is measured in benchmarks/README.md.
 """
@@ -39,16 +45,6 @@ def _row(values: Any, length: int) -> Any:
     return np.repeat(values, length)
 
 
-def _per_channel_sum(v: Any) -> Any:
-    """Σ over n and l of v (N, C, L), per channel: each plane's sum, then those summed over n."""
-    return np.einsum("ncl->nc", v).sum(axis=0)
-
-
-def _per_channel_dot(a: Any, b: Any) -> Any:
-    """Σ over n and l of a·b, per channel, without the temporary a·b."""
-    return np.einsum("ncl,ncl->nc", a, b).sum(axis=0)
-
-
 def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
     """y for the BatchNorm ``op`` (its mode, momentum, ε and running estimates); saves what
     :func:`backward` needs on ``op``."""
@@ -57,75 +53,107 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
     dtype = x.dtype.type
     m = n * length
     rows = x.reshape(n, c * length)
-    xc = np.empty_like(rows, dtype=x.dtype)  # x − μ, kept for backward
-    y = xc if not op._recording else np.empty_like(xc)  # without a graph, y is made in place of x − μ
-    invstd = np.empty(c, dtype=x.dtype)
+    y = np.empty(rows.shape, dtype=x.dtype)
+    mean, invstd = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
 
     def part(s: slice) -> None:  # the channels s (independent of the others): columns of the rows
-        cols = slice(s.start * length, s.stop * length)
-        k = s.stop - s.start
+        cols, k = slice(s.start * length, s.stop * length), s.stop - s.start
+        xs = rows[:, cols]
         if op.training:
-            mean = _per_channel_sum(rows[:, cols].reshape(n, k, length)) / dtype(m)
+            mean[s] = _planes_sum(xs, k).sum(axis=0) / dtype(m)
         else:
-            mean = op.running_mean[s].astype(x.dtype)
-        np.subtract(rows[:, cols], _row(mean, length), out=xc[:, cols])
+            mean[s] = op.running_mean[s]
+        mean_row = _row(mean[s], length)
         if op.training:
-            xcv = xc[:, cols].reshape(n, k, length)
-            var = _per_channel_dot(xcv, xcv) / dtype(m)
-            op.update_running_stats(mean, var, m, s)
+            squares = np.empty((n, k), dtype=x.dtype)  # Σ_l (x − μ)² of each (n, c) plane
+            tmp = None
+            for b in _blocks(xs):
+                tmp = _buffer(tmp, xs[b])
+                np.subtract(xs[b], mean_row, out=tmp)
+                _planes_dot(tmp, tmp, k, out=squares[b])
+            var = squares.sum(axis=0) / dtype(m)
+            op.update_running_stats(mean[s], var, m, s)
         else:
             var = op.running_var[s].astype(x.dtype)
         invstd[s] = 1 / np.sqrt(var + dtype(op.eps))
-        a = invstd[s] if gamma is None else gamma[s] * invstd[s]  # γ/σ
-        np.multiply(xc[:, cols], _row(a, length), out=y[:, cols])
-        if beta is not None:
-            y[:, cols] += _row(beta[s], length)
+        a_row = _row(invstd[s] if gamma is None else gamma[s] * invstd[s], length)  # γ/σ
+        beta_row = None if beta is None else _row(beta[s], length)
+        for b in _blocks(xs):
+            yb = y[b, cols]
+            np.subtract(xs[b], mean_row, out=yb)
+            yb *= a_row
+            if beta_row is not None:
+                yb += beta_row
 
     speed.in_parallel(part, _channel_parts(x), limit_blas=False)
-    op.save(xc, invstd, gamma)
+    op.save(rows, mean, invstd, gamma)
     return y.reshape(x.shape)
 
 
 def backward(op: Any, gy: Any) -> tuple[Any, Any, Any]:
     """(∂L/∂x, ∂L/∂γ, ∂L/∂β) from what :func:`forward` saved, each None where not needed."""
-    xc, invstd, gamma = op.saved
+    rows, mean, invstd, gamma = op.saved
     need_x, need_w, need_b = op.needs_input_grad
     n, c = gy.shape[:2]
     length = gy.size // (n * c)
     m = n * length
     inv_m = gy.dtype.type(1.0 / m)
     g = gy.reshape(n, c * length)
+    want_sum = need_b or (need_x and op.training)  # Σ g
+    want_dot = need_w or (need_x and op.training)  # Σ g·x̂
     gx = np.empty(g.shape, dtype=gy.dtype) if need_x else None
     gw = np.empty(c, dtype=gy.dtype) if need_w else None
     gb = np.empty(c, dtype=gy.dtype) if need_b and op.has_bias else None
 
     def part(s: slice) -> None:  # the channels s
-        cols = slice(s.start * length, s.stop * length)
-        k = s.stop - s.start
-        gyv, xcv = g[:, cols].reshape(n, k, length), xc[:, cols].reshape(n, k, length)
-        sum_gy = _per_channel_sum(gyv) if (need_b or (need_x and op.training)) else None
-        sum_gy_xhat = _per_channel_dot(gyv, xcv) * invstd[s] if (need_w or (need_x and op.training)) else None
+        cols, k = slice(s.start * length, s.stop * length), s.stop - s.start
+        gs, xs = g[:, cols], rows[:, cols]
+        mean_row = _row(mean[s], length)
+        sums = np.empty((n, k), dtype=gy.dtype) if want_sum else None  # Σ_l g of each (n, c) plane
+        dots = np.empty((n, k), dtype=gy.dtype) if want_dot else None  # Σ_l g·(x − μ) of each plane
+        tmp = None
+        if want_sum or want_dot:
+            for b in _blocks(xs):  # one sweep of g for both sums
+                if want_sum:
+                    _planes_sum(gs[b], k, out=sums[b])
+                if want_dot:
+                    tmp = _buffer(tmp, xs[b])
+                    np.subtract(xs[b], mean_row, out=tmp)
+                    _planes_dot(gs[b], tmp, k, out=dots[b])
+        sum_gy = sums.sum(axis=0) if want_sum else None
+        sum_gy_xhat = dots.sum(axis=0) * invstd[s] if want_dot else None
         if gw is not None:
             gw[s] = sum_gy_xhat
         if gb is not None:
             gb[s] = sum_gy
-        if need_x:
-            kx = invstd[s] if gamma is None else gamma[s] * invstd[s]  # γ/σ
-            if op.training:
-                # k·(g − mean(g) − x̂·mean(g·x̂)) = k·g + c1·(x − μ) + c0, with x̂ = (x − μ)/σ
-                c1, c0 = -kx * invstd[s] * sum_gy_xhat * inv_m, -kx * sum_gy * inv_m
-                _combine(gx[:, cols], g[:, cols], _row(kx, length), xc[:, cols], _row(c1, length), _row(c0, length))
-            else:
-                np.multiply(g[:, cols], _row(kx, length), out=gx[:, cols])
+        if not need_x:
+            return
+        kx = invstd[s] if gamma is None else gamma[s] * invstd[s]  # γ/σ
+        k_row = _row(kx, length)
+        if not op.training:
+            np.multiply(gs, k_row, out=gx[:, cols])
+            return
+        # k·(g − mean(g) − x̂·mean(g·x̂)) = k·g + c1·(x − μ) + c0, with x̂ = (x − μ)/σ
+        c1_row = _row(-kx * invstd[s] * sum_gy_xhat * inv_m, length)
+        c0_row = _row(-kx * sum_gy * inv_m, length)
+        for b in _blocks(xs):
+            tmp = _buffer(tmp, xs[b])
+            np.subtract(xs[b], mean_row, out=tmp)
+            tmp *= c1_row
+            tmp += c0_row
+            gxb = gx[b, cols]
+            np.multiply(gs[b], k_row, out=gxb)
+            gxb += tmp
 
     speed.in_parallel(part, _channel_parts(gy), limit_blas=False)
     return (gx.reshape(gy.shape) if need_x else None), gw, gb
 
 
 PARALLEL_MIN_BYTES = 4 << 20
-"""Arrays from this size have their channels split over the threads: 128×16×32×32 float32 (8 MiB)
-measured about 1.5× faster on two threads, 128×32×16×16 (4 MiB) about 1.2×, and 128×64×8×8 (2 MiB)
-about 1.25× slower (the hand-over to a second thread costs more than half the work)."""
+"""Arrays from this size have their channels split over the threads: with a core free, forward and
+backward of 128×16×32×32 float32 (8 MiB) measured about 1.5× faster on two threads, 128×32×16×16
+(4 MiB) about 1.2×, and 128×64×8×8 (2 MiB) about 1.25× slower (the hand-over to a second thread
+costs more than half the work). Without a free core the split gains nothing."""
 
 
 def _channel_parts(x: Any) -> list[slice]:
@@ -134,16 +162,25 @@ def _channel_parts(x: Any) -> list[slice]:
     return [slice(0, x.shape[1]) if s == slice(None) else s for s in split]
 
 
-def _combine(out: Any, a: Any, ka: Any, b: Any, kb: Any, shift: Any) -> None:
-    """out = a·ka + b·kb + shift (rows (N, ·); ka, kb and shift channel rows), a block of samples at
-    a time: the block of ``out`` and the temporary b·kb are still in the cache when they are added."""
-    rows = out.shape[0]
-    step = speed.block_size(out, out[0].nbytes, speed.default_block_bytes())
-    tmp = np.empty((min(step, rows), out.shape[1]), dtype=out.dtype)
-    for start in range(0, rows, step):
-        block = slice(start, min(start + step, rows))
-        t = tmp[: block.stop - block.start]
-        np.multiply(a[block], ka, out=out[block])
-        np.multiply(b[block], kb, out=t)
-        t += shift
-        out[block] += t
+def _planes_sum(rows: Any, k: int, out: Any = None) -> Any:
+    """Σ_l of each (n, c) plane of rows (N, k·L): an (N, k) array (into ``out`` if given)."""
+    return np.einsum("ncl->nc", rows.reshape(rows.shape[0], k, -1), out=out)
+
+
+def _planes_dot(a: Any, b: Any, k: int, out: Any) -> Any:
+    """Σ_l a·b of each (n, c) plane of rows (N, k·L), into ``out`` (N, k), without the temporary a·b."""
+    return np.einsum("ncl,ncl->nc", a.reshape(a.shape[0], k, -1), b.reshape(b.shape[0], k, -1), out=out)
+
+
+def _blocks(rows: Any) -> list[slice]:
+    """Slices of the samples (rows) in blocks of about ``speed.default_block_bytes()``."""
+    n = rows.shape[0]
+    step = speed.block_size(rows, rows[0].nbytes, speed.default_block_bytes())
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def _buffer(tmp: Any, like: Any) -> Any:
+    """A scratch array of ``like``'s shape and dtype: ``tmp`` (or its first rows) when it is big enough."""
+    if tmp is None or tmp.shape[0] < like.shape[0]:
+        return np.empty(like.shape, dtype=like.dtype)
+    return tmp[: like.shape[0]]
