@@ -13,6 +13,11 @@ pixel is kh runs of kw·C numbers back to back, and the columns are exactly one 
            (the same code as the forward); otherwise ∂L/∂X_rows = ∂L/∂Y_rows W_kᵀ added back
            window offset by window offset (col2im) into a zero-bordered buffer.
 
+Few input channels (the stems, kw·C < 32: runs too short to copy well) take the textbook's own
+layout one sample at a time instead: X_col[n] (C·kh·kw × H_out·W_out), built in runs of W_out numbers
+from the stride phases of the padded input, so Y[n] = W_mat X_col[n] is y[n] itself and
+∂L/∂W_mat = Σ_n ∂L/∂Y[n] X_col[n]ᵀ reads ∂L/∂y as it is (no transposes of y or ∂L/∂y).
+
 Every buffer of a block (the padded input, the columns, the product) belongs to the thread and is
 reused from call to call (growing when a larger one is needed): no fresh allocation per block, so no
 page faults on first touch. The batch is cut into one part per core (``speed.batch_parts``); each
@@ -124,17 +129,15 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
     """y = conv2d(x, W) without bias, (N, O, H_out, W_out)."""
     n, o = x.shape[0], w.shape[0]
     y = np.empty((n, o, geo.out_h, geo.out_w), dtype=x.dtype)
-    if _few_channels(x, geo):
+    if _few_channels(x, geo):  # Y[n] = W_mat X_col[n], written straight into y[n]
         w_mat = w.reshape(o, -1)
-        step = _canvas_step(x, geo)
+        step = _planes_step(x, geo)
 
         def part(start: int, stop: int) -> None:
             for n0 in range(start, stop, step):
                 n1 = min(n0 + step, stop)
-                cols, (rows, width) = _canvas_columns(x[n0:n1], geo)
-                product = _buffer("product", (o, cols.shape[1]), x.dtype)
-                np.matmul(w_mat, cols, out=product)
-                y[n0:n1] = product.reshape(o, n1 - n0, rows, width)[:, :, :geo.out_h, :geo.out_w].transpose(1, 0, 2, 3)
+                cols = _plane_columns(x[n0:n1], geo)
+                np.matmul(w_mat, cols, out=y[n0:n1].reshape(n1 - n0, o, -1))
 
         _by_parts(part, n, x)
         return y
@@ -160,7 +163,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         ∂L/∂x_rows = G_rows W'_k,    W'_k[(u, v, o), c] = W[o, c, kh−1−u, kw−1−v]   (the flipped kernel)
         ∂L/∂W'_k  = G_rowsᵀ x_rows,   x_rows[(n, a, e), c] = x[n, c, a, e]             (no columns of x)
 
-    Otherwise ∂L/∂W_k = X_rowsᵀ ∂L/∂Y_rows (or its canvas form, for few input channels), and ∂L/∂x by col2im.
+    Otherwise ∂L/∂W_k = X_rowsᵀ ∂L/∂Y_rows (for few input channels Σ_n ∂L/∂Y[n] X_col[n]ᵀ), and ∂L/∂x by col2im.
     """
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
@@ -168,7 +171,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
     (ph, pw), (dh, dw) = geo.padding, geo.dilation
     full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)  # ∂L/∂y's padding when ∂L/∂x is a correlation
     by_correlation = need_x and geo.stride == (1, 1) and min(full) >= 0
-    canvas = need_w and not by_correlation and _few_channels(x, geo)
+    planes = need_w and not by_correlation and _few_channels(x, geo)
     gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
     if by_correlation:
         w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
@@ -176,10 +179,10 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         step = _step(x, geo_x, o)
     else:
         w_k = _k_major(w) if need_x else None
-        step = _canvas_step(x, geo) if canvas else _step(x, geo, c)
+        step = _planes_step(x, geo) if planes else _step(x, geo, c)
 
     def part(start: int, stop: int) -> np.ndarray | None:
-        gw_k = None  # ∂L/∂W'_k, ∂L/∂W_matᵀ on the canvas, or ∂L/∂W_k: summed over the blocks
+        gw_k = None  # ∂L/∂W'_k, ∂L/∂W_mat (few channels) or ∂L/∂W_k: summed over the blocks
         for n0 in range(start, stop, step):
             n1 = min(n0 + step, stop)
             b = n1 - n0
@@ -191,14 +194,15 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
                     x_rows[...] = x[n0:n1].transpose(0, 2, 3, 1)
                     gw_k = _add(gw_k, np.matmul(g_rows.T, x_rows.reshape(-1, c)))
                 continue
-            if canvas:
-                gw_k = _add(gw_k, _canvas_weight_grad(x[n0:n1], gy[n0:n1], geo))
+            if planes:
+                cols = _plane_columns(x[n0:n1], geo)
+                gw_k = _add(gw_k, np.matmul(gy[n0:n1].reshape(b, o, -1), cols.transpose(0, 2, 1)).sum(axis=0))
                 if not need_x:
                     continue
             gy_rows = _buffer("gy", (b, ho, wo, o), gy.dtype)
             gy_rows[...] = gy[n0:n1].transpose(0, 2, 3, 1)
             gy_rows = gy_rows.reshape(b * ho * wo, o)
-            if need_w and not canvas:
+            if need_w and not planes:
                 gw_k = _add(gw_k, np.matmul(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo).T, gy_rows))
             if need_x:
                 _col2im_block(gy_rows, w_k, geo, gx[n0:n1])
@@ -212,8 +216,8 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         gw_k += more
     if by_correlation:  # ∂L/∂W[o, c, u, v] = ∂L/∂W'_k[(kh−1−u, kw−1−v, o), c]
         gw = gw_k.reshape(kh, kw, o, c).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
-    elif canvas:  # rows (c, u, v)
-        gw = gw_k.reshape(c, kh, kw, o).transpose(3, 0, 1, 2)
+    elif planes:  # W_mat: O × (c, u, v), W's own layout
+        gw = gw_k.reshape(w.shape)
     else:  # rows (u, v, c)
         gw = gw_k.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)
     return gx, np.ascontiguousarray(gw)
@@ -253,78 +257,51 @@ def _col2im_block(gy_rows: np.ndarray, w_k: np.ndarray, geo: Window, out: np.nda
     out[...] = grid[:, ph:ph + h, pw:pw + wd].transpose(0, 3, 1, 2)
 
 
-# ---------------------------------------------------------------------- few input channels: the canvas
+# ---------------------------------------------------------------------- few input channels: planes
 def _few_channels(x: np.ndarray, geo: Window) -> bool:
-    """A window row of kw·C numbers is too short a run to copy (the stems: C = 3): use the canvas."""
+    """A window row of kw·C numbers is too short a run to copy (the stems: C = 3): use the planes."""
     return geo.kernel[1] * x.shape[1] < 32
 
 
-def _canvas_shape(geo: Window) -> tuple[int, int, int, int]:
-    """(rows per sample, row width, extra rows at the bottom, phases) of the canvas of one stride phase."""
-    (sh, sw), (ph, pw) = geo.stride, geo.padding
-    rows, width = -(-(geo.h + 2 * ph) // sh), -(-(geo.w + 2 * pw) // sw)
-    extra = (geo.kernel[0] - 1) * geo.dilation[0] // sh + 1
-    return rows, width, extra, sh * sw
+PLANES_BLOCK_BYTES = 1 << 20
+"""Bytes of columns per block for few input channels: their products are memory-bound, so the block
+is kept small enough for the columns to stay in the cache (measured: benchmarks/README.md)."""
 
 
-CANVAS_BLOCK_BYTES = 256 << 10
-"""Bytes of canvas columns per block: the products over so few rows are memory-bound, so the block
-is kept small enough for the columns to stay in the nearest caches (measured: benchmarks/README.md)."""
-
-
-def _canvas_step(x: np.ndarray, geo: Window) -> int:
-    rows, width, _, _ = _canvas_shape(geo)
+def _planes_step(x: np.ndarray, geo: Window) -> int:
     k = geo.kernel[0] * geo.kernel[1] * x.shape[1]
-    return speed.block_size(x, rows * width * k * x.itemsize, min(BLOCK_BYTES, CANVAS_BLOCK_BYTES))
+    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, min(BLOCK_BYTES, PLANES_BLOCK_BYTES))
 
 
-def _canvas_columns(x: Any, geo: Window) -> tuple[np.ndarray, tuple[int, int]]:
-    """X_col (C·kh·kw, b·R·P) of one block, each row one contiguous run of a canvas, and (R, P).
+def _plane_columns(x: Any, geo: Window) -> np.ndarray:
+    """X_col[n] of each sample of one block, (b, C·kh·kw, H_out·W_out): the textbook's columns, one
+    sample at a time, so that W_mat X_col[n] is y[n] itself (channels first, no transpose).
 
-    The zero-padded input x_pad, split into its stride phases (a, e), phase[n, c, r, t] =
-    x_pad[n, c, r·s_h + a, t·s_w + e], is laid out channel-first with the samples one under the
-    other: canvas[a, e][c, n·R + r, t] (R, P: a phase's rows and width). Then with
-    u·d_h = q_u·s_h + a and v·d_w = q_v·s_w + e, the window entry (c, u, v) of the output pixel at
-    canvas position f = (n·R + i)·P + j is canvas[a, e][c].flat[f + q_u·P + q_v]: the row (c, u, v)
-    of X_col is one run of the canvas, for every output position of the block at once. Positions
-    with i ≥ H_out or j ≥ W_out are computed too and dropped (their reads stay inside the buffer:
-    the canvas has spare rows at the bottom)."""
+    Each column row is copied in runs of W_out numbers: the zero-padded input is first split into
+    its stride phases, phase[a, e][n, c, r, t] = x_pad[n, c, r·s_h + a, t·s_w + e], so that with
+    u·d_h = q_u·s_h + a and v·d_w = q_v·s_w + e the window entry (c, u, v) of output pixel (i, j) is
+    phase[a, e][n, c, i + q_u, j + q_v]: a row of outputs reads a run of one phase's row."""
     b, c, h, w = x.shape
     (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
     kh, kw = geo.kernel
-    rows, width, extra, phases = _canvas_shape(geo)
-    canvas = _buffer("grid", (phases, c, b * rows + extra, width), x.dtype)
-    canvas.fill(0)
+    ho, wo = geo.out_h, geo.out_w
+    rows, width = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
+    phases = _buffer("grid", (b, sh * sw, c, rows, width), x.dtype)
+    phases.fill(0)
     for a in range(sh):
         for e in range(sw):
-            r0, t0 = max(0, -(-(ph - a) // sh)), max(0, -(-(pw - e) // sw))  # first row/column inside x
+            r0, t0 = max(0, -(-(ph - a) // sh)), max(0, -(-(pw - e) // sw))  # the first row, column inside x
             src = x[:, :, r0 * sh + a - ph::sh, t0 * sw + e - pw::sw]
-            dst = canvas[a * sw + e, :, :b * rows].reshape(c, b, rows, width)
-            dst[:, :, r0:r0 + src.shape[2], t0:t0 + src.shape[3]] = src.transpose(1, 0, 2, 3)
-    length = b * rows * width
-    flat = canvas.reshape(phases, c, -1)
-    cols = _buffer("rows", (c, kh, kw, length), x.dtype)
-    if phases == 1:  # stride 1: all the runs in one copy
-        s_c, s_f = flat.strides[1:]
+            phases[:, a * sw + e, :, r0:r0 + src.shape[2], t0:t0 + src.shape[3]] = src
+    cols = _buffer("rows", (b, c, kh, kw, ho, wo), x.dtype)
+    if sh == sw == 1:  # one phase: every run in one copy
+        s_n, _, s_c, s_r, s_t = phases.strides
         np.copyto(cols, np.lib.stride_tricks.as_strided(
-            flat[0], shape=cols.shape, strides=(s_c, dh * width * s_f, dw * s_f, s_f), writeable=False))
-        return cols.reshape(c * kh * kw, length), (rows, width)
-    for u in range(kh):
-        qu, a = divmod(u * dh, sh)
-        for v in range(kw):
-            qv, e = divmod(v * dw, sw)
-            start = qu * width + qv
-            cols[:, u, v] = flat[a * sw + e, :, start:start + length]
-    return cols.reshape(c * kh * kw, length), (rows, width)
-
-
-def _canvas_weight_grad(x: Any, gy: Any, geo: Window) -> np.ndarray:
-    """∂L/∂W_matᵀ of one block, (C·kh·kw, O): X_col ∂L/∂Y_canvasᵀ, with zeros at the dropped positions."""
-    cols, (rows, width) = _canvas_columns(x, geo)
-    b, o = gy.shape[:2]
-    ho, wo = geo.out_h, geo.out_w
-    gy_canvas = _buffer("gy", (b, rows, width, o), gy.dtype)  # channels last: BLAS reads it faster here
-    gy_canvas[:, ho:] = 0
-    gy_canvas[:, :ho, wo:] = 0
-    gy_canvas[:, :ho, :wo] = gy.transpose(0, 2, 3, 1)
-    return np.matmul(cols, gy_canvas.reshape(-1, o))
+            phases, shape=cols.shape, strides=(s_n, s_c, s_r * dh, s_t * dw, s_r, s_t), writeable=False))
+    else:
+        for u in range(kh):
+            qu, a = divmod(u * dh, sh)
+            for v in range(kw):
+                qv, e = divmod(v * dw, sw)
+                cols[:, :, u, v] = phases[:, a * sw + e, :, qu:qu + ho, qv:qv + wo]
+    return cols.reshape(b, c * kh * kw, ho * wo)

@@ -25,10 +25,10 @@ CASES = [
     ((2, 12, 5, 5), (3, 3, 3), 3, 2, 1),              # stride 3: windows that skip input pixels
     ((2, 12, 4, 4), (3, 4, 4), 1, 0, 1),              # kernel as large as the input
     ((2, 4, 5, 5), (3, 1, 1), 1, 1, 1),               # 1×1 with padding
-    ((2, 3, 9, 9), (4, 3, 3), 1, 1, 1),               # the stem (3 channels): the canvas
-    ((2, 3, 11, 10), (4, 7, 7), 2, 3, 1),             # the ImageNet stem, 7×7/2: canvas phases
-    ((1, 2, 9, 9), (3, 3, 3), 2, 2, 2),               # canvas, stride 2 with dilation 2
-    ((2, 3, 10, 9), (2, 3, 3), (3, 2), 0, (2, 3)),    # canvas, uneven strides and dilations
+    ((2, 3, 9, 9), (4, 3, 3), 1, 1, 1),               # the stem (3 channels): per-sample planes
+    ((2, 3, 11, 10), (4, 7, 7), 2, 3, 1),             # the ImageNet stem, 7×7/2: planes of stride phases
+    ((1, 2, 9, 9), (3, 3, 3), 2, 2, 2),               # planes, stride 2 with dilation 2
+    ((2, 3, 10, 9), (2, 3, 3), (3, 2), 0, (2, 3)),    # planes, uneven strides and dilations
 ]
 IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CASES]
 
@@ -87,7 +87,7 @@ def test_float32_equals_the_textbook_path(case):
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[11], CASES[12]], ids=[IDS[0], IDS[2], IDS[11], IDS[12]])
 def test_weight_gradient_alone(case, counted):
-    """An input without a gradient (the stem): only ∂L/∂W (the canvas for few channels)."""
+    """An input without a gradient (the stem): only ∂L/∂W (per-sample planes for few channels)."""
     fast = _run(case, np.float64, True, input_grad=False)
     assert fast[1] is None and counted["backward"] == 1
     _assert_close(fast, _run(case, np.float64, False, input_grad=False), rtol=1e-12)
