@@ -13,7 +13,7 @@ pixel is kh runs of kw·C numbers back to back, and the columns are exactly one 
            (the same code as the forward); otherwise ∂L/∂X_rows = ∂L/∂Y_rows W_kᵀ added back
            window offset by window offset (col2im) into a zero-bordered buffer.
 
-Few input channels (the stems, kw·C < 32: runs too short to copy well) take the textbook's own
+Long rows of output pixels (2·W_out ≥ kw·C: the stems, 16 channels at 32×32) take the textbook's own
 layout one sample at a time instead: X_col[n] (C·kh·kw × H_out·W_out), built in runs of W_out numbers
 from the stride phases of the padded input, so Y[n] = W_mat X_col[n] is y[n] itself and
 ∂L/∂W_mat = Σ_n ∂L/∂Y[n] X_col[n]ᵀ reads ∂L/∂y as it is (no transposes of y or ∂L/∂y).
@@ -129,7 +129,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
     """y = conv2d(x, W) without bias, (N, O, H_out, W_out)."""
     n, o = x.shape[0], w.shape[0]
     y = np.empty((n, o, geo.out_h, geo.out_w), dtype=x.dtype)
-    if _few_channels(x, geo):  # Y[n] = W_mat X_col[n], written straight into y[n]
+    if _planes(x, geo):  # Y[n] = W_mat X_col[n], written straight into y[n]
         w_mat = w.reshape(o, -1)
         step = _planes_step(x, geo)
 
@@ -163,7 +163,8 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         ∂L/∂x_rows = G_rows W'_k,    W'_k[(u, v, o), c] = W[o, c, kh−1−u, kw−1−v]   (the flipped kernel)
         ∂L/∂W'_k  = G_rowsᵀ x_rows,   x_rows[(n, a, e), c] = x[n, c, a, e]             (no columns of x)
 
-    Otherwise ∂L/∂W_k = X_rowsᵀ ∂L/∂Y_rows (for few input channels Σ_n ∂L/∂Y[n] X_col[n]ᵀ), and ∂L/∂x by col2im.
+    With long rows (``_planes``) the same per sample: ∂L/∂x[n] = W'_mat G_col[n], ∂L/∂W'_mat = Σ_n G_col[n] x[n]ᵀ.
+    Otherwise ∂L/∂W_k = X_rowsᵀ ∂L/∂Y_rows (with long rows Σ_n ∂L/∂Y[n] X_col[n]ᵀ), and ∂L/∂x by col2im.
     """
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
@@ -171,13 +172,18 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
     (ph, pw), (dh, dw) = geo.padding, geo.dilation
     full = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)  # ∂L/∂y's padding when ∂L/∂x is a correlation
     by_correlation = need_x and geo.stride == (1, 1) and min(full) >= 0
-    planes = need_w and not by_correlation and _few_channels(x, geo)
     gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
     if by_correlation:
-        w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
         geo_x = Window(geo.kernel, (1, 1), full, geo.dilation, ho, wo)
-        step = _step(x, geo_x, o)
+        planes = _planes(gy, geo_x)
+        if planes:  # W'_mat[c, (o, u, v)] = W[o, c, kh−1−u, kw−1−v]
+            w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+            step = _planes_step(gy, geo_x)
+        else:  # W'_k[(u, v, o), c]
+            w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
+            step = _step(x, geo_x, o)
     else:
+        planes = need_w and _planes(x, geo)
         w_k = _k_major(w) if need_x else None
         step = _planes_step(x, geo) if planes else _step(x, geo, c)
 
@@ -186,6 +192,12 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         for n0 in range(start, stop, step):
             n1 = min(n0 + step, stop)
             b = n1 - n0
+            if by_correlation and planes:
+                g_cols = _plane_columns(gy[n0:n1], geo_x)
+                np.matmul(w_flipped, g_cols, out=gx[n0:n1].reshape(b, c, -1))
+                if need_w:
+                    gw_k = _add(gw_k, np.matmul(g_cols, x[n0:n1].reshape(b, c, -1).transpose(0, 2, 1)).sum(axis=0))
+                continue
             if by_correlation:
                 g_rows = _rows(gy[n0:n1].transpose(0, 2, 3, 1), geo_x)
                 _product_into(g_rows, w_flipped, gx[n0:n1])
@@ -214,7 +226,9 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
     gw_k = gw_parts[0]
     for more in gw_parts[1:]:
         gw_k += more
-    if by_correlation:  # ∂L/∂W[o, c, u, v] = ∂L/∂W'_k[(kh−1−u, kw−1−v, o), c]
+    if by_correlation and planes:  # ∂L/∂W[o, c, u, v] = ∂L/∂W'_mat[(o, kh−1−u, kw−1−v), c]
+        gw = gw_k.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)[:, :, ::-1, ::-1]
+    elif by_correlation:  # ∂L/∂W[o, c, u, v] = ∂L/∂W'_k[(kh−1−u, kw−1−v, o), c]
         gw = gw_k.reshape(kh, kw, o, c).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
     elif planes:  # W_mat: O × (c, u, v), W's own layout
         gw = gw_k.reshape(w.shape)
@@ -257,15 +271,18 @@ def _col2im_block(gy_rows: np.ndarray, w_k: np.ndarray, geo: Window, out: np.nda
     out[...] = grid[:, ph:ph + h, pw:pw + wd].transpose(0, 3, 1, 2)
 
 
-# ---------------------------------------------------------------------- few input channels: planes
-def _few_channels(x: np.ndarray, geo: Window) -> bool:
-    """A window row of kw·C numbers is too short a run to copy (the stems: C = 3): use the planes."""
-    return geo.kernel[1] * x.shape[1] < 32
+# ---------------------------------------------------------------------- long rows: per-sample planes
+def _planes(x: np.ndarray, geo: Window) -> bool:
+    """Whether a row of output pixels (W_out numbers, the run of the per-sample columns) is at least half
+    as long as a window row (kw·C numbers, the run of the pixel-major rows): then the per-sample columns
+    are cheaper (no transposes). Measured: the stems (C = 3) and 16 channels at 32×32 take them,
+    32 channels at 16×16 and 64 at 8×8 do not (benchmarks/README.md)."""
+    return 2 * geo.out_w >= geo.kernel[1] * x.shape[1]
 
 
 PLANES_BLOCK_BYTES = 1 << 20
-"""Bytes of columns per block for few input channels: their products are memory-bound, so the block
-is kept small enough for the columns to stay in the cache (measured: benchmarks/README.md)."""
+"""Bytes of per-sample columns per block (at most BLOCK_BYTES): with few channels the products are
+memory-bound, so the block is kept small enough for the columns to stay in the cache."""
 
 
 def _planes_step(x: np.ndarray, geo: Window) -> int:

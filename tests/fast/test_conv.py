@@ -29,6 +29,9 @@ CASES = [
     ((2, 3, 11, 10), (4, 7, 7), 2, 3, 1),             # the ImageNet stem, 7×7/2: planes of stride phases
     ((1, 2, 9, 9), (3, 3, 3), 2, 2, 2),               # planes, stride 2 with dilation 2
     ((2, 3, 10, 9), (2, 3, 3), (3, 2), 0, (2, 3)),    # planes, uneven strides and dilations
+    ((2, 16, 5, 24), (8, 3, 3), 1, 1, 1),             # long rows (2·W_out ≥ kw·C): planes both ways
+    ((2, 16, 6, 6), (4, 3, 3), 1, 1, 1),              # rows forward, ∂L/∂x (4 channels of ∂L/∂y) by planes
+    ((2, 3, 9, 9), (24, 3, 3), 1, 1, 1),              # planes forward, ∂L/∂x (24 channels) by rows
 ]
 IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CASES]
 
@@ -105,28 +108,30 @@ def test_many_blocks_and_two_threads(case, monkeypatch):
     _assert_close(_run(case, np.float64, True, seed=3), textbook, rtol=1e-12)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, stride):
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[11], CASES[15], CASES[17]],
+                         ids=[IDS[0], IDS[2], IDS[11], IDS[15], IDS[17]])
+def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, case):
     """With 3 threads a batch of 7 runs as parts of 2, 2 and 3 samples on the pool threads, BLAS on
     one thread meanwhile; afterwards BLAS has its thread count back."""
     if not speed.blas_available():
         pytest.skip("no controllable BLAS: the batch is not cut")
     monkeypatch.setattr(speed, "NUM_THREADS", 3)
     seen = []
-    original = fast_conv._product_into
+    original = fast_conv._buffer
 
-    def spy(rows, w_k, out):
-        seen.append((out.shape[0], threading.current_thread().name, speed.blas_num_threads()))
-        return original(rows, w_k, out)
+    def spy(role, shape, dtype):
+        seen.append((role, shape[0], threading.current_thread().name, speed.blas_num_threads()))
+        return original(role, shape, dtype)
 
-    monkeypatch.setattr(fast_conv, "_product_into", spy)
+    monkeypatch.setattr(fast_conv, "_buffer", spy)
     before = speed.blas_num_threads()
-    fast = _run(((7, 16, 6, 6), (4, 3, 3), stride, 1, 1), np.float64, True)
+    case = ((7,) + case[0][1:],) + case[1:]
+    fast = _run(case, np.float64, True)
     assert speed.blas_num_threads() == before
-    calls = 3 * (2 if stride == 1 else 1)  # the forward, and ∂L/∂x by correlation at stride 1
-    assert sorted(n for n, _, _ in seen) == sorted([2, 2, 3] * (calls // 3))
-    assert all(thread.startswith("minise-worker") and blas == 1 for _, thread, blas in seen)
-    _assert_close(fast, _run(((7, 16, 6, 6), (4, 3, 3), stride, 1, 1), np.float64, False), rtol=1e-12)
+    blocks = [n for role, n, _, _ in seen if role == "grid"]  # one padded input per block, forward and backward
+    assert len(blocks) % 3 == 0 and sorted(blocks) == sorted([2, 2, 3] * (len(blocks) // 3)) and blocks
+    assert all(thread.startswith("minise-worker") and blas == 1 for _, _, thread, blas in seen)
+    _assert_close(fast, _run(case, np.float64, False), rtol=1e-12)
 
 
 def test_reused_buffers_do_not_leak_between_shapes():
