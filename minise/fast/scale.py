@@ -4,7 +4,8 @@ x̃ = s_c · u_c multiplies every (n, c) plane of u by one number. Written as a 
 u * s[:, :, None, None], NumPy runs one short loop per plane; ``einsum`` runs the same products
 faster (the same bits: one multiplication per value). The backward makes both gradients a block
 of samples at a time, so that the block of ∂L/∂x̃ read for ∂L/∂u is still in the cache when it
-is read again for ∂L/∂s = Σ_ij ∂L/∂x̃ · u.
+is read again for ∂L/∂s = Σ_ij ∂L/∂x̃ · u. Arrays of ``PARALLEL_MIN_BYTES`` or more are cut into
+one part of the batch per thread.
 """
 
 from __future__ import annotations
@@ -28,10 +29,18 @@ def _planes(a: Any) -> Any:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
+PARALLEL_MIN_BYTES = 8 << 20
+"""Arrays from this size are split over the threads (parts of the batch), as for ReLU."""
+
+
 def forward(op: Any, u: Any, s: Any) -> Any:
     """x̃ = s_c · u_c for u (N, C, H, W) and s (N, C); saves u and s on ``op``."""
     op.save(u, s)
-    return np.einsum("ncl,nc->ncl", _planes(u), s).reshape(u.shape)
+    uv = _planes(u)
+    x = np.empty(uv.shape, dtype=u.dtype)
+    speed.in_parallel(lambda p: np.einsum("ncl,nc->ncl", uv[p], s[p], out=x[p]),
+                      speed.parts(u, min_bytes=PARALLEL_MIN_BYTES), limit_blas=False)
+    return x.reshape(u.shape)
 
 
 def backward(op: Any, gy: Any) -> tuple[Any, Any]:
@@ -39,14 +48,18 @@ def backward(op: Any, gy: Any) -> tuple[Any, Any]:
     u, s = op.saved
     need_u, need_s = op.needs_input_grad
     g, uv = _planes(gy), _planes(u)
-    n = g.shape[0]
     gu = np.empty(g.shape, dtype=gy.dtype) if need_u else None
     gs = np.empty(s.shape, dtype=gy.dtype) if need_s else None
-    step = speed.block_size(g, g[0].nbytes if n else 1, speed.default_block_bytes())
-    for start in range(0, n, step):
-        b = slice(start, start + step)
-        if need_u:
-            np.einsum("ncl,nc->ncl", g[b], s[b], out=gu[b])
-        if need_s:
-            np.einsum("ncl,ncl->nc", g[b], uv[b], out=gs[b])
+
+    def part(p: slice) -> None:  # the samples p, a block at a time
+        rows = range(p.start or 0, g.shape[0] if p.stop is None else p.stop)
+        step = speed.block_size(g, g[0].nbytes if len(rows) else 1, speed.default_block_bytes())
+        for start in range(rows.start, rows.stop, step):
+            b = slice(start, min(start + step, rows.stop))
+            if need_u:
+                np.einsum("ncl,nc->ncl", g[b], s[b], out=gu[b])
+            if need_s:
+                np.einsum("ncl,ncl->nc", g[b], uv[b], out=gs[b])
+
+    speed.in_parallel(part, speed.parts(g, min_bytes=PARALLEL_MIN_BYTES), limit_blas=False)
     return (gu.reshape(gy.shape) if need_u else None), gs

@@ -39,9 +39,12 @@ def _same(fast, slow, dtype):
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 4, 5), (3, 8, 1, 7), (16, 4, 6, 6)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("block_bytes", [None, 1])  # the default blocks, and one sample per block
-def test_same_numbers_as_the_textbook(monkeypatch, shape, dtype, block_bytes):
+@pytest.mark.parametrize("threads", [1, 3])  # 3: every array, however small, split over three threads
+def test_same_numbers_as_the_textbook(monkeypatch, shape, dtype, block_bytes, threads):
     if block_bytes is not None:
         monkeypatch.setattr(speed, "default_block_bytes", lambda: block_bytes)
+    monkeypatch.setattr(speed, "NUM_THREADS", threads)
+    monkeypatch.setattr(fast_scale, "PARALLEL_MIN_BYTES", 0 if threads > 1 else 1 << 62)
     _same(_run(shape, dtype, True), _run(shape, dtype, False), dtype)
 
 
@@ -50,8 +53,11 @@ def test_only_the_wanted_gradient(wanted):
     _same(_run((5, 3, 4, 4), np.float64, True, wanted), _run((5, 3, 4, 4), np.float64, False, wanted), np.float64)
 
 
-def test_blocks_that_do_not_divide_the_batch(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blocks_that_do_not_divide_the_batch(monkeypatch, threads):
     monkeypatch.setattr(speed, "default_block_bytes", lambda: 3 * 4 * 25 * 8)  # three samples a block, of 10
+    monkeypatch.setattr(speed, "NUM_THREADS", threads)
+    monkeypatch.setattr(fast_scale, "PARALLEL_MIN_BYTES", 0)
     _same(_run((10, 4, 5, 5), np.float64, True), _run((10, 4, 5, 5), np.float64, False), np.float64)
 
 
