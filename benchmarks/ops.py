@@ -13,6 +13,10 @@ the stem), in alternating bursts of minise and PyTorch runs so that both see the
 keeps the best of ``--repeat`` runs each: the machine is shared, and the best run is the one least
 disturbed. PyTorch uses as many threads as NumPy's BLAS (all cores unless told otherwise).
 
+Like the ``minise`` command, the process keeps the memory it frees for its next arrays
+(``minise.speed.keep_freed_memory``; ``--default-allocator`` to leave malloc as it is): without it every
+run of either framework writes its large arrays to fresh pages, and the kernel's page faults are timed.
+
 Memory: minise's peak during one forward + backward above what was allocated before it
 (tracemalloc, which sees NumPy's allocations; on the GPU, the bytes CuPy's memory pool holds
 afterwards), and for convs the size of the full column matrix, which a backward pass that kept
@@ -37,7 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minise.functional as F
 import minise.functional.conv as conv_module
-from minise import Tensor, backend
+from minise import Tensor, backend, speed
 
 # name, in channels, out channels, size, kernel, stride, padding, groups, needs input grad
 CONVS = [
@@ -132,7 +136,11 @@ def main() -> None:
     parser.add_argument("--imagenet-repeat", type=int, default=4, help="rounds for the ImageNet-stage rows")
     parser.add_argument("--block-kib", type=int, default=None,
                         help="minise's CPU column block size (default: minise.functional.conv.CPU_BLOCK_BYTES)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep freed memory, as the minise command does)")
     args = parser.parse_args()
+    if not args.default_allocator:
+        speed.keep_freed_memory()  # both frameworks' repeated arrays reuse memory instead of faulting fresh pages
     if args.block_kib:
         conv_module.CPU_BLOCK_BYTES = args.block_kib << 10
 

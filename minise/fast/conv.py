@@ -109,10 +109,12 @@ def _product_into(rows: np.ndarray, w_k: np.ndarray, out: np.ndarray) -> None:
     out[...] = product.reshape(b, ho * wo, o).transpose(0, 2, 1).reshape(out.shape)
 
 
-def _step(x: np.ndarray, geo: Window, channels: int) -> int:
-    """Samples per block: about BLOCK_BYTES of columns."""
+def _step(x: np.ndarray, geo: Window, channels: int, w: np.ndarray) -> int:
+    """Samples per block: about BLOCK_BYTES of columns, and at least as many bytes as the weight, so
+    that each product reads (and ∂L/∂W adds up) the weight over enough pixels (512 channels at 7×7:
+    one sample's columns are a tenth of the weight)."""
     k = geo.kernel[0] * geo.kernel[1] * channels
-    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, BLOCK_BYTES)
+    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, max(BLOCK_BYTES, w.nbytes))
 
 
 def _by_parts(fn: Any, n: int, x: np.ndarray) -> list[Any]:
@@ -143,7 +145,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
         _by_parts(part, n, x)
         return y
     w_k = _k_major(w)
-    step = _step(x, geo, x.shape[1])
+    step = _step(x, geo, x.shape[1], w)
 
     def part(start: int, stop: int) -> None:
         for n0 in range(start, stop, step):
@@ -182,11 +184,11 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
             step = _planes_step(gy, geo_x)
         else:  # W'_k[(u, v, o), c]
             w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
-            step = _step(x, geo_x, o)
+            step = _step(x, geo_x, o, w)
     else:
         planes = need_w and _planes(x, geo)
         w_k = _k_major(w) if need_x else None
-        step = _planes_step(x, geo) if planes else _step(x, geo, c)
+        step = _planes_step(x, geo) if planes else _step(x, geo, c, w)
 
     def part(start: int, stop: int) -> np.ndarray | None:
         gw_k = None  # ∂L/∂W'_k, ∂L/∂W_mat (few channels) or ∂L/∂W_k: summed over the blocks

@@ -43,7 +43,8 @@ up to rounding (BLAS may order a narrower product's sums differently, and âˆ‚L/â
 The measured effect of each choice is in benchmarks/README.md.
 
 **Fast path** (``minise/fast/conv.py``, off with ``minise.speed.use_fast(False)``): on the CPU,
-ungrouped convolutions build their columns channels-last, one row per output pixel, in reused buffers.
+ungrouped convolutions build exact columns (channels-last rows, or per-sample planes where output
+rows are long) in buffers each thread reuses: the same sums, fewer passes over memory.
 """
 
 from __future__ import annotations
