@@ -73,12 +73,8 @@ def _padded(src: Any, padding: tuple[int, int], role: str) -> np.ndarray:
     b, h, w, c = src.shape
     ph, pw = padding
     grid = _buffer(role, (b, h + 2 * ph, w + 2 * pw, c), src.dtype)
-    if ph:
-        grid[:, :ph] = 0
-        grid[:, ph + h:] = 0
-    if pw:
-        grid[:, ph:ph + h, :pw] = 0
-        grid[:, ph:ph + h, pw + w:] = 0
+    if ph or pw:
+        grid.fill(0)  # one call, not four for the borders: each call costs the threads the shared lock
     grid[:, ph:ph + h, pw:pw + w] = src
     return grid
 
@@ -87,9 +83,14 @@ def _windows(grid: np.ndarray, geo: Window) -> np.ndarray:
     """windows[n, i, j, u, v, c] = grid[n, i·s_h + u·d_h, j·s_w + v·d_w, c] (a view, no copy)."""
     (sh, sw), (dh, dw) = geo.stride, geo.dilation
     s_n, s_h, s_w, s_c = grid.strides
-    return np.lib.stride_tricks.as_strided(
-        grid, shape=(grid.shape[0], geo.out_h, geo.out_w, geo.kernel[0], geo.kernel[1], grid.shape[3]),
-        strides=(s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c), writeable=False)
+    return _view(grid, (grid.shape[0], geo.out_h, geo.out_w, geo.kernel[0], geo.kernel[1], grid.shape[3]),
+                 (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
+
+
+def _view(buffer: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...], offset: int = 0) -> np.ndarray:
+    """A strided view into a contiguous buffer, starting ``offset`` bytes in (``as_strided`` without
+    its Python overhead: a few microseconds per block, and the threads share one interpreter lock)."""
+    return np.ndarray(shape, buffer.dtype, buffer, offset, strides)
 
 
 def _rows(src: Any, geo: Window) -> np.ndarray:
@@ -267,9 +268,8 @@ def _col2im_block(gy_rows: np.ndarray, w_k: np.ndarray, geo: Window, out: np.nda
         nu = min(step_u, kh - u)
         for v in range(0, kw, step_v):
             nv = min(step_v, kw - v)
-            at = np.lib.stride_tricks.as_strided(
-                grid[:, u * dh:, v * dw:], shape=(b, geo.out_h, nu, geo.out_w, nv, c),
-                strides=(s_n, s_h * sh, s_h * dh, s_w * sw, s_w * dw, s_c))
+            at = _view(grid, (b, geo.out_h, nu, geo.out_w, nv, c),
+                       (s_n, s_h * sh, s_h * dh, s_w * sw, s_w * dw, s_c), u * dh * s_h + v * dw * s_w)
             at += g_rows[:, :, :, u:u + nu, v:v + nv].transpose(0, 1, 3, 2, 4, 5)
     out[...] = grid[:, ph:ph + h, pw:pw + wd].transpose(0, 3, 1, 2)
 
@@ -305,6 +305,15 @@ def _plane_columns(x: Any, geo: Window) -> np.ndarray:
     (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
     kh, kw = geo.kernel
     ho, wo = geo.out_h, geo.out_w
+    cols = _buffer("rows", (b, c, kh, kw, ho, wo), x.dtype)
+    if sh == sw == 1:  # one phase, the padded input itself: every run in one copy
+        grid = _buffer("grid", (b, c, h + 2 * ph, w + 2 * pw), x.dtype)
+        if ph or pw:
+            grid.fill(0)
+        grid[:, :, ph:ph + h, pw:pw + w] = x
+        s_n, s_c, s_r, s_t = grid.strides
+        np.copyto(cols, _view(grid, cols.shape, (s_n, s_c, s_r * dh, s_t * dw, s_r, s_t)))
+        return cols.reshape(b, c * kh * kw, ho * wo)
     rows, width = -(-(h + 2 * ph) // sh), -(-(w + 2 * pw) // sw)
     phases = _buffer("grid", (b, sh * sw, c, rows, width), x.dtype)
     phases.fill(0)
@@ -313,15 +322,9 @@ def _plane_columns(x: Any, geo: Window) -> np.ndarray:
             r0, t0 = max(0, -(-(ph - a) // sh)), max(0, -(-(pw - e) // sw))  # the first row, column inside x
             src = x[:, :, r0 * sh + a - ph::sh, t0 * sw + e - pw::sw]
             phases[:, a * sw + e, :, r0:r0 + src.shape[2], t0:t0 + src.shape[3]] = src
-    cols = _buffer("rows", (b, c, kh, kw, ho, wo), x.dtype)
-    if sh == sw == 1:  # one phase: every run in one copy
-        s_n, _, s_c, s_r, s_t = phases.strides
-        np.copyto(cols, np.lib.stride_tricks.as_strided(
-            phases, shape=cols.shape, strides=(s_n, s_c, s_r * dh, s_t * dw, s_r, s_t), writeable=False))
-    else:
-        for u in range(kh):
-            qu, a = divmod(u * dh, sh)
-            for v in range(kw):
-                qv, e = divmod(v * dw, sw)
-                cols[:, :, u, v] = phases[:, a * sw + e, :, qu:qu + ho, qv:qv + wo]
+    for u in range(kh):
+        qu, a = divmod(u * dh, sh)
+        for v in range(kw):
+            qv, e = divmod(v * dw, sw)
+            cols[:, :, u, v] = phases[:, a * sw + e, :, qu:qu + ho, qv:qv + wo]
     return cols.reshape(b, c * kh * kw, ho * wo)
