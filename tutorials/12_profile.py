@@ -26,6 +26,10 @@ What to look for in the table and the bar chart:
 The calls column counts the network's layers: ResNet-20 has 19 convolutions (a stem and two per
 block), SE-ResNet-20 one SE block (one scale) per residual block.
 
+On the CPU the conv, batch norm, ReLU and SE scale hand their work to ``minise/fast/`` (the same
+numbers in fewer passes over memory; steps 3–7 teach the textbook code in ``minise/functional/``).
+Run with ``MINISE_FAST=0`` to profile the textbook code itself and compare the two tables.
+
 Timings move with the machine's load; the shares move less. ``benchmarks/profile_step.py`` runs the
 same profile from the command line.
 
