@@ -32,6 +32,9 @@ CASES = [
     ((2, 16, 5, 24), (8, 3, 3), 1, 1, 1),             # long rows (2·W_out ≥ kw·C): planes both ways
     ((2, 16, 6, 6), (4, 3, 3), 1, 1, 1),              # rows forward, ∂L/∂x (4 channels of ∂L/∂y) by planes
     ((2, 3, 9, 9), (24, 3, 3), 1, 1, 1),              # planes forward, ∂L/∂x (24 channels) by rows
+    ((2, 8, 5, 21), (5, 3, 5), 1, (1, 2), 1),         # same size, long rows: shifted planes, a 3×5 kernel
+    ((2, 8, 6, 25), (4, 3, 3), 1, 2, 2),              # shifted planes with dilation 2
+    ((3, 1, 4, 3), (2, 3, 3), 1, 1, 1),               # one channel: planes forward, shifted planes backward
 ]
 IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CASES]
 
@@ -96,7 +99,8 @@ def test_weight_gradient_alone(case, counted):
     _assert_close(fast, _run(case, np.float64, False, input_grad=False), rtol=1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[11], CASES[12]], ids=[IDS[1], IDS[2], IDS[11], IDS[12]])
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[11], CASES[12], CASES[15], CASES[19]],
+                         ids=[IDS[1], IDS[2], IDS[11], IDS[12], IDS[15], IDS[19]])
 def test_many_blocks_and_two_threads(case, monkeypatch):
     """Blocks of one sample, the batch cut in parts on two threads: the same numbers."""
     textbook = _run(case, np.float64, False, seed=3)
