@@ -418,6 +418,13 @@ def _shifted_forward(x: np.ndarray, w: np.ndarray, geo: Window, y: np.ndarray) -
     _by_parts(part, x.shape[0], x)
 
 
+def _moved(shifted: np.ndarray, kh: int, move: int, hw: int) -> np.ndarray:
+    """M[n, u, r, q] = S[n, r, q + u·move] for q < H·W: S (b, R, n_q) seen once per window row, (b, kh, R,
+    H·W), a view (no copy), so that one stacked product covers every sample and window row of a block."""
+    s_n, s_r, s_q = shifted.strides
+    return _view(shifted, (shifted.shape[0], kh, shifted.shape[1], hw), (s_n, s_q * move, s_r, s_q))
+
+
 def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: bool,
                       need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(∂L/∂x, ∂L/∂W) of a same-size stride-1 conv by shifted planes (its ∂L/∂y padding d(k − 1) − p is p).
@@ -427,7 +434,7 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
     Without ∂L/∂x (the stems): x's shifted planes S and ∂L/∂W[o, c, u, v] = Σ_q ∂L/∂y[n, o, q] S[n, (c, v),
     q + u·d_h·W]. Both read x and ∂L/∂y flat as they are (pixels q = i·W + j)."""
     o, c, kh, kw = w.shape
-    hw, moves = geo.h * geo.w, range(0, kh * geo.dilation[0] * geo.w, geo.dilation[0] * geo.w)  # u·d_h·W
+    hw, move = geo.h * geo.w, geo.dilation[0] * geo.w  # window row u's columns are moved by u·d_h·W
     gx = np.empty(x.shape, dtype=gy.dtype) if need_x else None
     if need_x:
         w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 1, 0, 3)).reshape(kh * c, o * kw)
@@ -436,7 +443,7 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
         step = _shifted_step(x, geo, o)
 
     def part(start: int, stop: int) -> np.ndarray | None:
-        gw = None  # (kh, O·kw, C) from G, or (kh, O, C·kw) from S
+        gw = None  # (kh, O·kw, C) from G, or (kh, O, C·kw) from S: summed over the blocks
         for n0 in range(start, stop, step):
             n1 = min(n0 + step, stop)
             if need_x:
@@ -444,16 +451,13 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
                 _sum_rows(g_shifted, w_flipped, geo, gx[n0:n1])
                 if not need_w:
                     continue
-                x_flat = x[n0:n1].reshape(n1 - n0, c, hw).transpose(0, 2, 1)
-                products = [np.matmul(g_shifted[:, :, q0:q0 + hw], x_flat) for q0 in moves]
+                x_flat = x[n0:n1].reshape(n1 - n0, 1, c, hw).transpose(0, 1, 3, 2)
+                products = np.matmul(_moved(g_shifted, kh, move, hw), x_flat)
             else:
                 x_shifted = _shifts(x[n0:n1], geo)
-                gy_flat = gy[n0:n1].reshape(n1 - n0, o, hw)
-                products = [np.matmul(gy_flat, x_shifted[:, :, q0:q0 + hw].transpose(0, 2, 1)) for q0 in moves]
-            if gw is None:
-                gw = np.zeros((kh,) + products[0].shape[1:], dtype=gy.dtype)
-            for u, more in enumerate(products):
-                gw[u] += more.sum(axis=0)
+                gy_flat = gy[n0:n1].reshape(n1 - n0, 1, o, hw)
+                products = np.matmul(gy_flat, _moved(x_shifted, kh, move, hw).transpose(0, 1, 3, 2))
+            gw = _add(gw, products.sum(axis=0))  # one product and one sum per block for all kh window rows
         return gw
 
     gw_parts = _by_parts(part, x.shape[0], x)

@@ -91,16 +91,20 @@ def test_float32_equals_the_textbook_path(case):
     _assert_close(fast, _run(case, np.float32, False, bias=False), rtol=2e-5)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[11], CASES[12]], ids=[IDS[0], IDS[2], IDS[11], IDS[12]])
+WEIGHT_ALONE = [0, 2, 11, 12, 18, 19, 20]
+
+
+@pytest.mark.parametrize("case", [CASES[i] for i in WEIGHT_ALONE], ids=[IDS[i] for i in WEIGHT_ALONE])
 def test_weight_gradient_alone(case, counted):
-    """An input without a gradient (the stem): only ∂L/∂W (per-sample planes for few channels)."""
+    """An input without a gradient (the stem): only ∂L/∂W (per-sample planes for few channels; the shifted
+    planes, every window row in one stacked product, for same-size convs: 3×5 kernel, dilation 2, one channel)."""
     fast = _run(case, np.float64, True, input_grad=False)
     assert fast[1] is None and counted["backward"] == 1
     _assert_close(fast, _run(case, np.float64, False, input_grad=False), rtol=1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[11], CASES[12], CASES[15], CASES[19]],
-                         ids=[IDS[1], IDS[2], IDS[11], IDS[12], IDS[15], IDS[19]])
+@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[11], CASES[12], CASES[15], CASES[18], CASES[19]],
+                         ids=[IDS[1], IDS[2], IDS[11], IDS[12], IDS[15], IDS[18], IDS[19]])
 def test_many_blocks_and_two_threads(case, monkeypatch):
     """Blocks of one sample, the batch cut in parts on two threads: the same numbers."""
     textbook = _run(case, np.float64, False, seed=3)
