@@ -8,9 +8,9 @@ pixel is kh runs of kw·C numbers back to back, and the columns are exactly one 
 
     X_rows[(n, i, j), (u, v, c)] = x_pad[n, i·s_h + u·d_h, j·s_w + v·d_w, c]
     Y_rows = X_rows W_k,    W_k[(u, v, c), o] = W[o, c, u, v]           (b·H_out·W_out × O)
-    ∂L/∂W_k += X_rowsᵀ ∂L/∂Y_rows                                        (one product per block)
+    ∂L/∂W_o += ∂L/∂Y_rowsᵀ X_rows,   W_o = W_kᵀ                          (one product per block)
     ∂L/∂x: stride 1: the correlation of ∂L/∂y, zero-padded by d(k − 1) − p, with the flipped kernel
-           (the same code as the forward); otherwise ∂L/∂X_rows = ∂L/∂Y_rows W_kᵀ added back
+           (the same code as the forward); otherwise ∂L/∂X_rows = ∂L/∂Y_rows W_o added back
            window offset by window offset (col2im) into a zero-bordered buffer.
 
 Long rows of output pixels (2·W_out ≥ kw·C: the stems, 16 channels at 32×32) take the textbook's own
@@ -129,10 +129,24 @@ def _by_parts(fn: Any, n: int, x: np.ndarray) -> list[Any]:
     return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), speed.batch_parts(x))
 
 
-def _k_major(w: np.ndarray) -> np.ndarray:
-    """W_k[(u, v, c), o] = W[o, c, u, v], contiguous."""
-    o = w.shape[0]
-    return np.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(-1, o)
+def _o_major(w: np.ndarray) -> np.ndarray:
+    """W_o[o, (u, v, c)] = W[o, c, u, v], contiguous: W_k = W_oᵀ is a view (BLAS reads it transposed).
+
+    Copied one filter at a time (runs of C numbers); W_k itself, with o last, reads W at a stride of
+    C·kh·kw numbers per element: 8.4 ms against 1.2 for 512→512 3×3."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
+
+def _flipped_taps(w: np.ndarray) -> np.ndarray:
+    """W'_k[(u, v, o), c] = W[o, c, kh−1−u, kw−1−v], contiguous, copied for 32 filters at a time (their
+    weights stay in the cache across the kh·kw offsets; one copy of the whole transpose reads all of W
+    once per offset: 4.0 ms against 1.5 for 512→512 3×3)."""
+    o, c, kh, kw = w.shape
+    taps = w.reshape(o, c, kh * kw)[:, :, ::-1].transpose(2, 0, 1)
+    out = np.empty(taps.shape, dtype=w.dtype)
+    for o0 in range(0, o, 32):
+        out[:, o0:o0 + 32] = taps[:, o0:o0 + 32]
+    return out.reshape(-1, c)
 
 
 def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
@@ -154,7 +168,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
 
         _by_parts(part, n, x)
         return y
-    w_k = _k_major(w)
+    w_k = _o_major(w).T  # a view
     step = _step(x, geo, x.shape[1], w)
 
     def part(start: int, stop: int) -> None:
@@ -177,7 +191,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         ∂L/∂W'_k  = G_rowsᵀ x_rows,   x_rows[(n, a, e), c] = x[n, c, a, e]             (no columns of x)
 
     With long rows (``_planes``) the same per sample: ∂L/∂x[n] = W'_mat G_col[n], ∂L/∂W'_mat = Σ_n G_col[n] x[n]ᵀ.
-    Otherwise ∂L/∂W_k = X_rowsᵀ ∂L/∂Y_rows (with long rows Σ_n ∂L/∂Y[n] X_col[n]ᵀ), and ∂L/∂x by col2im.
+    Otherwise ∂L/∂W_o = ∂L/∂Y_rowsᵀ X_rows (with long rows Σ_n ∂L/∂Y[n] X_col[n]ᵀ), and ∂L/∂x by col2im.
     """
     if _shifted(x, geo):
         return _shifted_backward(x, w, gy, geo, need_x, need_w)
@@ -195,15 +209,15 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
             w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
             step = _planes_step(gy, geo_x)
         else:  # W'_k[(u, v, o), c]
-            w_flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
+            w_flipped = _flipped_taps(w)
             step = _step(x, geo_x, o, w)
     else:
         planes = need_w and _planes(x, geo)
-        w_k = _k_major(w) if need_x else None
+        w_o = _o_major(w) if need_x else None
         step = _planes_step(x, geo) if planes else _step(x, geo, c, w)
 
     def part(start: int, stop: int) -> np.ndarray | None:
-        gw_k = None  # ∂L/∂W'_k, ∂L/∂W_mat (few channels) or ∂L/∂W_k: summed over the blocks
+        gw_k = None  # ∂L/∂W'_k, ∂L/∂W_mat (few channels) or ∂L/∂W_o: summed over the blocks
         for n0 in range(start, stop, step):
             n1 = min(n0 + step, stop)
             b = n1 - n0
@@ -229,10 +243,10 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
             gy_rows = _buffer("gy", (b, ho, wo, o), gy.dtype)
             gy_rows[...] = gy[n0:n1].transpose(0, 2, 3, 1)
             gy_rows = gy_rows.reshape(b * ho * wo, o)
-            if need_w and not planes:
-                gw_k = _add(gw_k, np.matmul(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo).T, gy_rows))
+            if need_w and not planes:  # ∂L/∂W_o = ∂L/∂Y_rowsᵀ X_rows, (O, kh·kw·C)
+                gw_k = _add(gw_k, np.matmul(gy_rows.T, _rows(x[n0:n1].transpose(0, 2, 3, 1), geo)))
             if need_x:
-                _col2im_block(gy_rows, w_k, geo, gx[n0:n1])
+                _col2im_block(gy_rows, w_o, geo, gx[n0:n1])
         return gw_k
 
     gw_parts = _by_parts(part, n, x)
@@ -247,8 +261,8 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
         gw = gw_k.reshape(kh, kw, o, c).transpose(2, 3, 0, 1)[:, :, ::-1, ::-1]
     elif planes:  # W_mat: O × (c, u, v), W's own layout
         gw = gw_k.reshape(w.shape)
-    else:  # rows (u, v, c)
-        gw = gw_k.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)
+    else:  # W_o: O × (u, v, c)
+        gw = gw_k.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
     return gx, np.ascontiguousarray(gw)
 
 
@@ -260,14 +274,14 @@ def _add(total: np.ndarray | None, more: np.ndarray) -> np.ndarray:
     return total
 
 
-def _col2im_block(gy_rows: np.ndarray, w_k: np.ndarray, geo: Window, out: np.ndarray) -> None:
-    """out (b, C, H, W) = ∂L/∂x of one block: ∂L/∂X_rows = ∂L/∂Y_rows W_kᵀ, each window offset (u, v)
+def _col2im_block(gy_rows: np.ndarray, w_o: np.ndarray, geo: Window, out: np.ndarray) -> None:
+    """out (b, C, H, W) = ∂L/∂x of one block: ∂L/∂X_rows = ∂L/∂Y_rows W_o, each window offset (u, v)
     added back onto the pixels it was read from (overlapping windows add up: ``+=``)."""
     b, c, h, wd = out.shape
     (sh, sw), (ph, pw), (dh, dw) = geo.stride, geo.padding, geo.dilation
     kh, kw = geo.kernel
     g_rows = _buffer("rows", (gy_rows.shape[0], kh * kw * c), out.dtype)
-    np.matmul(gy_rows, w_k.T, out=g_rows)
+    np.matmul(gy_rows, w_o, out=g_rows)
     g_rows = g_rows.reshape(b, geo.out_h, geo.out_w, kh, kw, c)
     grid = _buffer("grid", (b, h + 2 * ph, wd + 2 * pw, c), out.dtype)
     grid.fill(0)

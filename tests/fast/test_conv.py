@@ -35,6 +35,8 @@ CASES = [
     ((2, 8, 5, 21), (5, 3, 5), 1, (1, 2), 1),         # same size, long rows: shifted planes, a 3×5 kernel
     ((2, 8, 6, 25), (4, 3, 3), 1, 2, 2),              # shifted planes with dilation 2
     ((3, 1, 4, 3), (2, 3, 3), 1, 1, 1),               # one channel: planes forward, shifted planes backward
+    ((2, 8, 6, 6), (40, 3, 3), 1, 1, 1),              # rows, 40 filters: the flipped kernel copied 32 filters at a time
+    ((2, 8, 7, 7), (40, 3, 2), 2, 1, 1),              # rows, stride 2, 40 filters, a 3×2 kernel: W_o, col2im
 ]
 IDS = [f"x{c[0]}-k{c[1]}-s{c[2]}-p{c[3]}-d{c[4]}" for c in CASES]
 
@@ -91,7 +93,7 @@ def test_float32_equals_the_textbook_path(case):
     _assert_close(fast, _run(case, np.float32, False, bias=False), rtol=2e-5)
 
 
-WEIGHT_ALONE = [0, 2, 11, 12, 18, 19, 20]
+WEIGHT_ALONE = [0, 2, 11, 12, 18, 19, 20, 22]
 
 
 @pytest.mark.parametrize("case", [CASES[i] for i in WEIGHT_ALONE], ids=[IDS[i] for i in WEIGHT_ALONE])
@@ -103,8 +105,8 @@ def test_weight_gradient_alone(case, counted):
     _assert_close(fast, _run(case, np.float64, False, input_grad=False), rtol=1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[2], CASES[11], CASES[12], CASES[15], CASES[18], CASES[19]],
-                         ids=[IDS[1], IDS[2], IDS[11], IDS[12], IDS[15], IDS[18], IDS[19]])
+@pytest.mark.parametrize("case", [CASES[i] for i in (1, 2, 11, 12, 15, 18, 19, 21, 22)],
+                         ids=[IDS[i] for i in (1, 2, 11, 12, 15, 18, 19, 21, 22)])
 def test_many_blocks_and_two_threads(case, monkeypatch):
     """Blocks of one sample, the batch cut in parts on two threads: the same numbers."""
     textbook = _run(case, np.float64, False, seed=3)
