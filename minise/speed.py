@@ -35,6 +35,7 @@ Measured effects are in benchmarks/README.md.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import os
 import platform
@@ -48,8 +49,8 @@ from typing import Any
 from . import backend
 
 __all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch",
-           "block_size", "default_block_bytes", "limit_blas_threads", "blas_available", "blas_num_threads",
-           "Prefetcher", "fast_path", "use_fast", "fast_enabled", "keep_freed_memory"]
+           "block_size", "sample_blocks", "default_block_bytes", "limit_blas_threads", "blas_available",
+           "blas_num_threads", "Prefetcher", "fast_path", "use_fast", "fast_enabled", "keep_freed_memory"]
 
 
 def _default_num_threads() -> int:
@@ -70,8 +71,10 @@ NUM_THREADS = _default_num_threads()
 environment variable ``MINISE_NUM_THREADS``. 1 runs the plain sequential code (with BLAS's own threads)."""
 
 
+@functools.cache
 def _l2_cache_bytes() -> int | None:
-    """The size of one core's level-2 cache (Linux sysfs), or None where it cannot be read."""
+    """The size of one core's level-2 cache (Linux sysfs), or None where it cannot be read. Read
+    once: the fast paths ask for their block size on every call, and the sysfs reads cost ~80 µs."""
     base = "/sys/devices/system/cpu/cpu0/cache"
     try:
         for entry in sorted(os.listdir(base)):
@@ -244,6 +247,14 @@ def block_size(x: Any, bytes_per_sample: int, budget: int) -> int:
     if backend.device_of(x) != "cpu":
         return n
     return max(1, min(n, budget // max(1, bytes_per_sample)))
+
+
+def sample_blocks(x: Any, part: slice = slice(None)) -> list[slice]:
+    """The samples ``part`` of x (axis 0) cut into consecutive slices of about ``default_block_bytes()``
+    each (``block_size``): the blocks a memory-bound pass sweeps while they are in the cache."""
+    start, stop, _ = part.indices(x.shape[0])
+    step = block_size(x, x[0].nbytes if x.shape[0] else 1, default_block_bytes())
+    return [slice(b, min(b + step, stop)) for b in range(start, stop, step)]
 
 
 # ---------------------------------------------------------------------- fast paths

@@ -383,3 +383,42 @@ def test_keep_freed_memory_means_no_page_faults_in_the_next_step():
     assert kept == "True" and with_setting < pages // 100
     kept, without = faults("default")  # import minise alone leaves the allocator as it was
     assert kept == "None" and without > max(10, 10 * with_setting)
+
+
+def test_every_fast_module_leaves_device_arrays_to_the_textbook_code():
+    """The fast modules call NumPy directly: their ``supports`` is their only guard against GPU arrays."""
+    import importlib
+    from pathlib import Path
+
+    from minise.testing import simulated_gpu
+
+    root = Path(__file__).resolve().parent.parent / "minise" / "fast"
+    names = sorted(p.stem for p in root.glob("*.py") if p.stem != "__init__")
+    assert names, "no fast modules found"
+    host = np.ones((2, 3, 4, 4), dtype=np.float32)
+    for name in names:
+        module = importlib.import_module(f"minise.fast.{name}")
+        assert module.supports(host, host), f"{name}: NumPy float32 arrays should take the fast path"
+        with simulated_gpu() as gpu:
+            on_device = gpu.asarray(host)
+            assert not module.supports(on_device, on_device), f"{name} accepts device arrays"
+            assert speed.fast_path(name, on_device, on_device) is None
+
+
+def test_sample_blocks_cover_a_part_in_order(monkeypatch):
+    x = np.zeros((10, 4, 5))  # 160 bytes a sample
+    monkeypatch.setattr(speed, "default_block_bytes", lambda: 3 * 160)
+    assert speed.sample_blocks(x) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert speed.sample_blocks(x, slice(4, 9)) == [slice(4, 7), slice(7, 9)]
+    assert speed.sample_blocks(np.zeros((0, 4))) == []
+    monkeypatch.setattr(speed, "default_block_bytes", lambda: 1)  # less than a sample: one at a time
+    assert speed.sample_blocks(x, slice(8, None)) == [slice(8, 9), slice(9, 10)]
+
+
+def test_the_cache_size_is_read_once(monkeypatch):
+    speed._l2_cache_bytes.cache_clear()
+    opened = []
+    real_listdir = speed.os.listdir
+    monkeypatch.setattr(speed.os, "listdir", lambda path: opened.append(path) or real_listdir(path))
+    first = speed.default_block_bytes()
+    assert speed.default_block_bytes() == first and len(opened) <= 1

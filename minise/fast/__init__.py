@@ -10,7 +10,10 @@ How an op chooses (``minise.speed.fast_path``):
 
 - ``MINISE_FAST=0`` in the environment, or ``with minise.speed.use_fast(False):``, runs the
   textbook code everywhere (to read it in a debugger, to compare, to time the difference);
-- a fast module says which arrays it handles (``supports``); others take the textbook path;
+- a fast module says which arrays it handles (``supports``); others take the textbook path. The
+  modules here take NumPy arrays only and call NumPy directly (no ``get_array_module``): a GPU
+  array always runs the textbook code, which is tested on the simulated device
+  (``tests/test_speed.py`` checks every module's ``supports`` refuses device arrays);
 - each module names, in ``SOLVES``, the assignment regions (``# BEGIN SOLUTION <tag>``) whose
   work it would do. ``minise assignments make`` leaves the module (and its tests in ``tests/fast/``)
   out of a student copy that strips any of those regions, so a copy never hands out a second

@@ -67,7 +67,7 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
         if op.training:
             squares = np.empty((n, k), dtype=x.dtype)  # Σ_l (x − μ)² of each (n, c) plane
             tmp = None
-            for b in _blocks(xs):
+            for b in speed.sample_blocks(xs):
                 tmp = _buffer(tmp, xs[b])
                 np.subtract(xs[b], mean_row, out=tmp)
                 _planes_dot(tmp, tmp, k, out=squares[b])
@@ -78,7 +78,7 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
         invstd[s] = 1 / np.sqrt(var + dtype(op.eps))
         a_row = _row(invstd[s] if gamma is None else gamma[s] * invstd[s], length)  # γ/σ
         beta_row = None if beta is None else _row(beta[s], length)
-        for b in _blocks(xs):
+        for b in speed.sample_blocks(xs):
             yb = y[b, cols]
             np.subtract(xs[b], mean_row, out=yb)
             yb *= a_row
@@ -113,7 +113,7 @@ def backward(op: Any, gy: Any) -> tuple[Any, Any, Any]:
         dots = np.empty((n, k), dtype=gy.dtype) if want_dot else None  # Σ_l g·(x − μ) of each plane
         tmp = None
         if want_sum or want_dot:
-            for b in _blocks(xs):  # one sweep of g for both sums
+            for b in speed.sample_blocks(xs):  # one sweep of g for both sums
                 if want_sum:
                     _planes_sum(gs[b], k, out=sums[b])
                 if want_dot:
@@ -136,7 +136,7 @@ def backward(op: Any, gy: Any) -> tuple[Any, Any, Any]:
         # k·(g − mean(g) − x̂·mean(g·x̂)) = k·g + c1·(x − μ) + c0, with x̂ = (x − μ)/σ
         c1_row = _row(-kx * invstd[s] * sum_gy_xhat * inv_m, length)
         c0_row = _row(-kx * sum_gy * inv_m, length)
-        for b in _blocks(xs):
+        for b in speed.sample_blocks(xs):
             tmp = _buffer(tmp, xs[b])
             np.subtract(xs[b], mean_row, out=tmp)
             tmp *= c1_row
@@ -170,13 +170,6 @@ def _planes_sum(rows: Any, k: int, out: Any = None) -> Any:
 def _planes_dot(a: Any, b: Any, k: int, out: Any) -> Any:
     """Σ_l a·b of each (n, c) plane of rows (N, k·L), into ``out`` (N, k), without the temporary a·b."""
     return np.einsum("ncl,ncl->nc", a.reshape(a.shape[0], k, -1), b.reshape(b.shape[0], k, -1), out=out)
-
-
-def _blocks(rows: Any) -> list[slice]:
-    """Slices of the samples (rows) in blocks of about ``speed.default_block_bytes()``."""
-    n = rows.shape[0]
-    step = speed.block_size(rows, rows[0].nbytes, speed.default_block_bytes())
-    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def _buffer(tmp: Any, like: Any) -> Any:

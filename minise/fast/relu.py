@@ -43,11 +43,9 @@ def backward(y: Any, gy: Any) -> Any:
 
     def part(s: slice) -> None:
         out, ys, gys = gx[s], y[s], gy[s]
-        step = speed.block_size(out, out[0].nbytes if len(out) else 1, speed.default_block_bytes())
-        for start in range(0, len(out), step):
-            block = out[start:start + step]
-            np.greater(ys[start:start + step], 0, out=block)  # [y > 0] as 0.0 and 1.0
-            block *= gys[start:start + step]
+        for b in speed.sample_blocks(out):
+            np.greater(ys[b], 0, out=out[b])  # [y > 0] as 0.0 and 1.0
+            out[b] *= gys[b]
 
     speed.in_parallel(part, speed.parts(gx, min_bytes=PARALLEL_MIN_BYTES), limit_blas=False)
     return gx

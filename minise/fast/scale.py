@@ -52,10 +52,7 @@ def backward(op: Any, gy: Any) -> tuple[Any, Any]:
     gs = np.empty(s.shape, dtype=gy.dtype) if need_s else None
 
     def part(p: slice) -> None:  # the samples p, a block at a time
-        rows = range(p.start or 0, g.shape[0] if p.stop is None else p.stop)
-        step = speed.block_size(g, g[0].nbytes if len(rows) else 1, speed.default_block_bytes())
-        for start in range(rows.start, rows.stop, step):
-            b = slice(start, min(start + step, rows.stop))
+        for b in speed.sample_blocks(g, p):
             if need_u:
                 np.einsum("ncl,nc->ncl", g[b], s[b], out=gu[b])
             if need_s:

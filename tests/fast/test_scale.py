@@ -40,11 +40,8 @@ def _same(fast, slow, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("block_bytes", [None, 1])  # the default blocks, and one sample per block
 @pytest.mark.parametrize("threads", [1, 3])  # 3: every array, however small, split over three threads
-def test_same_numbers_as_the_textbook(monkeypatch, shape, dtype, block_bytes, threads):
-    if block_bytes is not None:
-        monkeypatch.setattr(speed, "default_block_bytes", lambda: block_bytes)
-    monkeypatch.setattr(speed, "NUM_THREADS", threads)
-    monkeypatch.setattr(fast_scale, "PARALLEL_MIN_BYTES", 0 if threads > 1 else 1 << 62)
+def test_same_numbers_as_the_textbook(cut_work, shape, dtype, block_bytes, threads):
+    cut_work(fast_scale, block_bytes, threads)
     _same(_run(shape, dtype, True), _run(shape, dtype, False), dtype)
 
 
