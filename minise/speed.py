@@ -7,7 +7,8 @@ textbook code and call these from here:
   CPU, with one thread, or where the BLAS thread count cannot be set); ``parts(x, axis)`` the same
   for the memory-bound passes, which need no BLAS control (batch norm splits its channels, which
   are independent, so not one number changes);
-- ``in_parallel(fn, parts)``: ``[fn(part) for part in parts]``, one pool thread per part, with the
+- ``in_parallel(fn, parts)``: ``[fn(part) for part in parts]`` on the calling thread and the pool
+  threads, each taking the next part as soon as it is free (a slower core does fewer), with the
   BLAS library held at one thread meanwhile (NumPy lets go of the GIL in its copies, ufuncs and
   matrix products, so the parts run on separate cores; several BLAS threads per part would fight
   over the same cores);
@@ -37,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import itertools
 import os
 import platform
 import queue
@@ -162,10 +164,11 @@ _pool_size = 0
 
 
 def _executor(size: int) -> ThreadPoolExecutor:
-    """A process-wide pool of at least ``size`` threads, made on first use."""
+    """A process-wide pool of ``size`` threads, made on first use (and again when the size changes:
+    the same threads run every call, so each makes its per-thread buffers once)."""
     global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size < size:
+        if _pool is None or _pool_size != size:
             if _pool is not None:
                 _pool.shutdown(wait=False)
             _pool, _pool_size = ThreadPoolExecutor(size, thread_name_prefix="minise-worker"), size
@@ -209,15 +212,61 @@ def parts(x: Any, axis: int = 0, min_bytes: int | None = None) -> list[slice]:
     return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
 
 
-def in_parallel(fn: Callable[[slice], Any], parts: list[slice], limit_blas: bool = True) -> list[Any]:
-    """[fn(part) for part in parts], one pool thread per part and (unless ``limit_blas`` is False)
-    BLAS on one thread meanwhile."""
+def in_parallel(fn: Callable[[Any], Any], parts: list[Any], limit_blas: bool = True) -> list[Any]:
+    """[fn(part) for part in parts], the parts shared out among up to ``NUM_THREADS`` threads (the
+    calling thread and pool threads) and (unless ``limit_blas`` is False) BLAS on one thread meanwhile.
+
+    Each thread takes the next part not yet taken as soon as it is free, so with more parts than
+    threads a faster core does more of them: the call ends when the last part ends, and a core slowed
+    by the machine (another program, a hypervisor's neighbour, a laptop's efficiency cores) no longer
+    holds up the others with half the work. Which thread runs a part never changes what it computes,
+    and the results come back in the order of ``parts``, so callers that add them up in that order
+    get the same bits whatever the timing. An exception in one part stops the handing out; the first
+    one is raised here once every part already started has finished."""
     if len(parts) == 1:
         return [fn(parts[0])]
-    if not limit_blas:
-        return list(_executor(len(parts)).map(fn, parts))
-    with limit_blas_threads(1):
-        return list(_executor(len(parts)).map(fn, parts))
+    sweep = _Sweep(fn, parts)
+    with limit_blas_threads(1) if limit_blas else _no_limit():
+        pool = _executor(max(1, NUM_THREADS - 1))
+        for _ in range(min(NUM_THREADS, len(parts)) - 1):
+            pool.submit(sweep.work)
+        sweep.work()  # the calling thread takes parts too (one thread hand-off fewer per call)
+        sweep.finished.wait()
+    if sweep.error is not None:
+        raise sweep.error
+    return sweep.results
+
+
+@contextmanager
+def _no_limit() -> Iterator[None]:
+    yield
+
+
+class _Sweep:
+    """The parts of one ``in_parallel`` call, handed out one at a time to whichever thread asks."""
+
+    def __init__(self, fn: Callable[[Any], Any], parts: list[Any]) -> None:
+        self.fn, self.parts = fn, parts
+        self.results: list[Any] = [None] * len(parts)
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+        self._next = itertools.count()  # next() on it is atomic under the interpreter lock
+        self._left = len(parts)
+        self._lock = threading.Lock()
+
+    def work(self) -> None:
+        """Run parts until none is left (after an error: count the rest as done without running them)."""
+        while (i := next(self._next)) < len(self.parts):
+            if self.error is None:
+                try:
+                    self.results[i] = self.fn(self.parts[i])
+                except BaseException as exc:  # handed to the caller, raised there
+                    with self._lock:
+                        self.error = self.error or exc
+            with self._lock:
+                self._left -= 1
+                if self._left == 0:
+                    self.finished.set()
 
 
 def over_batch(fn: Callable[[slice], tuple[Any, Any]], x: Any, shape: tuple[int, ...] | None,

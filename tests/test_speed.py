@@ -6,6 +6,7 @@ import platform
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -101,6 +102,51 @@ def test_in_parallel_keeps_order_and_limits_blas(monkeypatch):
     assert result == [0, 1, 2]
     if speed.blas_available():
         assert seen == [1, 1, 1]
+
+
+def test_in_parallel_hands_parts_to_whichever_thread_is_free(monkeypatch):
+    """One slow part does not hold up the others: while it runs, the other thread takes every other part."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    threads = {}
+
+    def fn(i):
+        threads[i] = threading.current_thread().name
+        if i == 0:
+            time.sleep(0.3)
+        return i * i
+
+    assert speed.in_parallel(fn, list(range(6)), limit_blas=False) == [0, 1, 4, 9, 16, 25]
+    assert all(threads[i] != threads[0] for i in range(1, 6))
+    assert len(set(threads.values())) == 2
+
+
+def test_in_parallel_raises_the_first_error_after_the_parts_in_flight(monkeypatch):
+    """An error stops the handing out of parts; the parts already running finish before it is raised."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    finished = []
+
+    def fn(i):
+        if i == 1:
+            time.sleep(0.05)
+            raise KeyError("part 1")
+        if i == 0:
+            time.sleep(0.2)  # still running when part 1 fails
+        finished.append(i)
+
+    with pytest.raises(KeyError, match="part 1"):
+        speed.in_parallel(fn, list(range(50)), limit_blas=False)
+    assert 0 in finished and len(finished) < 49
+
+
+def test_in_parallel_nested_calls_finish(monkeypatch):
+    """A part that calls in_parallel itself (its pool threads busy) still finishes: the caller runs parts too."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+
+    def inner(i):
+        return speed.in_parallel(lambda j: i * 10 + j, list(range(3)), limit_blas=False)
+
+    expected = [[10 * i + j for j in range(3)] for i in range(4)]
+    assert speed.in_parallel(inner, list(range(4)), limit_blas=False) == expected
 
 
 def test_block_size():

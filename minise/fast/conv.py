@@ -26,8 +26,9 @@ all kh rows' partial sums, Z = W_rows S, and y is Σ_u of Z's rows moved by u·W
 
 Every buffer of a block (the padded input, the columns, the product) belongs to the thread and is
 reused from call to call (growing when a larger one is needed): no fresh allocation per block, so no
-page faults on first touch. The batch is cut into one part per core (``speed.batch_parts``); each
-thread writes its samples straight into the one output array. Grouped convolutions keep the
+page faults on first touch. The batch is cut into parts of whole blocks, ``CHUNKS_PER_THREAD`` per
+core, which the threads take in turn as each is free (``speed.in_parallel``); each thread writes its
+samples straight into the one output array, and ∂L/∂W is summed part by part in batch order. Grouped convolutions keep the
 textbook path (``handles``).
 """
 
@@ -124,9 +125,22 @@ def _step(x: np.ndarray, geo: Window, channels: int, w: np.ndarray) -> int:
     return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, max(BLOCK_BYTES, w.nbytes))
 
 
-def _by_parts(fn: Any, n: int, x: np.ndarray) -> list[Any]:
-    """fn(start, stop) for each part of the batch, one thread per part (``speed.in_parallel``)."""
-    return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), speed.batch_parts(x))
+CHUNKS_PER_THREAD = 4
+"""Parts of the batch per thread, each a run of whole blocks: threads take the next part when free
+(``speed.in_parallel``), so a slower core ends up with fewer of them."""
+
+
+def _by_parts(fn: Any, n: int, x: np.ndarray, step: int) -> list[Any]:
+    """[fn(start, stop) for each part of the batch], the parts runs of whole blocks of ``step`` samples,
+    in batch order, run on the threads (``speed.in_parallel``). With fewer blocks than threads, one
+    part per thread (``speed.batch_parts``), each then a smaller block."""
+    split = speed.batch_parts(x)
+    blocks = -(-n // step)
+    if len(split) == 1 or blocks <= len(split):
+        return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), split)
+    k = min(blocks, CHUNKS_PER_THREAD * len(split))
+    edges = [min(n, (j * blocks // k) * step) for j in range(k + 1)]
+    return speed.in_parallel(lambda s: fn(s.start, s.stop), [slice(a, b) for a, b in zip(edges, edges[1:])])
 
 
 def _o_major(w: np.ndarray) -> np.ndarray:
@@ -166,7 +180,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
                 cols = _plane_columns(x[n0:n1], geo)
                 np.matmul(w_mat, cols, out=y[n0:n1].reshape(n1 - n0, o, -1))
 
-        _by_parts(part, n, x)
+        _by_parts(part, n, x, step)
         return y
     w_k = _o_major(w).T  # a view
     step = _step(x, geo, x.shape[1], w)
@@ -176,13 +190,13 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
             n1 = min(n0 + step, stop)
             _product_into(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo), w_k, y[n0:n1])
 
-    _by_parts(part, n, x)
+    _by_parts(part, n, x, step)
     return y
 
 
 def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: bool,
              need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(∂L/∂x, ∂L/∂W) of conv2d (each None where not needed), block by block, one part of the batch per thread.
+    """(∂L/∂x, ∂L/∂W) of conv2d (each None where not needed), block by block, parts of the batch on the threads.
 
     Stride 1 (and p ≤ d(k − 1)): the rows of ∂L/∂y padded by d(k − 1) − p, G_rows[(n, a, e), (u, v, o)]
     = ∂L/∂y_pad[n, a + u·d_h, e + v·d_w, o], serve both gradients:
@@ -249,7 +263,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
                 _col2im_block(gy_rows, w_o, geo, gx[n0:n1])
         return gw_k
 
-    gw_parts = _by_parts(part, n, x)
+    gw_parts = _by_parts(part, n, x, step)
     if not need_w:
         return gx, None
     gw_k = gw_parts[0]
@@ -429,7 +443,7 @@ def _shifted_forward(x: np.ndarray, w: np.ndarray, geo: Window, y: np.ndarray) -
             n1 = min(n0 + step, stop)
             _sum_rows(_shifts(x[n0:n1], geo), w_rows, geo, y[n0:n1])
 
-    _by_parts(part, x.shape[0], x)
+    _by_parts(part, x.shape[0], x, step)
 
 
 def _moved(shifted: np.ndarray, kh: int, move: int, hw: int) -> np.ndarray:
@@ -474,7 +488,7 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
             gw = _add(gw, products.sum(axis=0))  # one product and one sum per block for all kh window rows
         return gw
 
-    gw_parts = _by_parts(part, x.shape[0], x)
+    gw_parts = _by_parts(part, x.shape[0], x, step)
     if not need_w:
         return gx, None
     gw = gw_parts[0]

@@ -121,8 +121,8 @@ def test_many_blocks_and_two_threads(case, monkeypatch):
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[11], CASES[15], CASES[17]],
                          ids=[IDS[0], IDS[2], IDS[11], IDS[15], IDS[17]])
 def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, case):
-    """With 3 threads a batch of 7 runs as parts of 2, 2 and 3 samples on the pool threads, BLAS on
-    one thread meanwhile; afterwards BLAS has its thread count back."""
+    """With 3 threads a batch of 7 runs as parts of 2, 2 and 3 samples on the calling thread and the pool
+    threads, BLAS on one thread meanwhile; afterwards BLAS has its thread count back."""
     if not speed.blas_available():
         pytest.skip("no controllable BLAS: the batch is not cut")
     monkeypatch.setattr(speed, "NUM_THREADS", 3)
@@ -140,7 +140,33 @@ def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, case):
     assert speed.blas_num_threads() == before
     blocks = [n for role, n, _, _ in seen if role == "grid"]  # one padded input per block, forward and backward
     assert len(blocks) % 3 == 0 and sorted(blocks) == sorted([2, 2, 3] * (len(blocks) // 3)) and blocks
-    assert all(thread.startswith("minise-worker") and blas == 1 for _, _, thread, blas in seen)
+    caller = threading.current_thread().name
+    assert all((thread == caller or thread.startswith("minise-worker")) and blas == 1 for _, _, thread, blas in seen)
+    _assert_close(fast, _run(case, np.float64, False), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[11], CASES[15]], ids=[IDS[1], IDS[11], IDS[15]])
+def test_more_blocks_than_threads_make_parts_of_whole_blocks(monkeypatch, case):
+    """A batch of 20 in blocks of one sample on two threads: CHUNKS_PER_THREAD parts per thread, each a
+    run of whole blocks, every sample in exactly one block; the same numbers as the textbook code
+    (∂L/∂W summed part by part in batch order)."""
+    if not speed.blas_available():
+        pytest.skip("no controllable BLAS: the batch is not cut")
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(fast_conv, "PLANES_BLOCK_BYTES", 1)
+    parts = []
+    original = speed.in_parallel
+
+    def spy(fn, split, limit_blas=True):
+        parts.append([(s.start, s.stop) for s in split])
+        return original(fn, split, limit_blas)
+
+    monkeypatch.setattr(speed, "in_parallel", spy)
+    case = ((20,) + case[0][1:],) + case[1:]
+    fast = _run(case, np.float64, True)
+    assert parts and all(p == [(0, 2), (2, 5), (5, 7), (7, 10), (10, 12), (12, 15), (15, 17), (17, 20)]
+                         for p in parts)
     _assert_close(fast, _run(case, np.float64, False), rtol=1e-12)
 
 
