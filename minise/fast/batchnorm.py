@@ -13,7 +13,9 @@ The same numbers as the textbook code, up to rounding, computed differently:
   training step at batch 128). In a training step the activations come from main memory, not the
   cache, so what counts is how often each large array is swept: forward reads x three times (μ,
   σ², y) and writes y once; backward reads ∂L/∂y and x twice each and writes ∂L/∂x once.
-- 1/σ is folded into the per-channel factors: y = (x − μ)·(γ/σ) + β, and
+- 1/σ is folded into the per-channel factors: y = (x − μ)·(γ/σ) + β (in evaluation, where μ and σ
+  are fixed, y = x·(γ/σ) + (β − μ·γ/σ): two passes over each block instead of three, as PyTorch's
+  CPU kernel does; the rounding differs from the textbook's order, not the value), and
   ∂L/∂x = k·g + c₁·(x − μ) + c₀ (k = γ/σ; c₁, c₀ per channel from Σ g and Σ g·(x − μ)).
 - The per-channel sums are ``einsum`` over each (n, c) plane, then summed over n, exactly as
   the textbook's σ²; so how the samples are cut into blocks, or the channels over threads
@@ -59,22 +61,26 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
     def part(s: slice) -> None:  # the channels s (independent of the others): columns of the rows
         cols, k = slice(s.start * length, s.stop * length), s.stop - s.start
         xs = rows[:, cols]
-        if op.training:
-            mean[s] = _planes_sum(xs, k).sum(axis=0) / dtype(m)
-        else:
+        if not op.training:  # fixed μ and σ²: y = x·(γ/σ) + (β − μ·γ/σ), two passes over each block, not three
             mean[s] = op.running_mean[s]
-        mean_row = _row(mean[s], length)
-        if op.training:
-            squares = np.empty((n, k), dtype=x.dtype)  # Σ_l (x − μ)² of each (n, c) plane
-            tmp = None
+            invstd[s] = 1 / np.sqrt(op.running_var[s].astype(x.dtype) + dtype(op.eps))
+            a = invstd[s] if gamma is None else gamma[s] * invstd[s]
+            a_row, shift_row = _row(a, length), _row(-mean[s] * a if beta is None else beta[s] - mean[s] * a, length)
             for b in speed.sample_blocks(xs):
-                tmp = _buffer(tmp, xs[b])
-                np.subtract(xs[b], mean_row, out=tmp)
-                _planes_dot(tmp, tmp, k, out=squares[b])
-            var = squares.sum(axis=0) / dtype(m)
-            op.update_running_stats(mean[s], var, m, s)
-        else:
-            var = op.running_var[s].astype(x.dtype)
+                yb = y[b, cols]
+                np.multiply(xs[b], a_row, out=yb)
+                yb += shift_row
+            return
+        mean[s] = _planes_sum(xs, k).sum(axis=0) / dtype(m)
+        mean_row = _row(mean[s], length)
+        squares = np.empty((n, k), dtype=x.dtype)  # Σ_l (x − μ)² of each (n, c) plane
+        tmp = None
+        for b in speed.sample_blocks(xs):
+            tmp = _buffer(tmp, xs[b])
+            np.subtract(xs[b], mean_row, out=tmp)
+            _planes_dot(tmp, tmp, k, out=squares[b])
+        var = squares.sum(axis=0) / dtype(m)
+        op.update_running_stats(mean[s], var, m, s)
         invstd[s] = 1 / np.sqrt(var + dtype(op.eps))
         a_row = _row(invstd[s] if gamma is None else gamma[s] * invstd[s], length)  # γ/σ
         beta_row = None if beta is None else _row(beta[s], length)
@@ -149,11 +155,13 @@ def backward(op: Any, gy: Any) -> tuple[Any, Any, Any]:
     return (gx.reshape(gy.shape) if need_x else None), gw, gb
 
 
-PARALLEL_MIN_BYTES = 4 << 20
-"""Arrays from this size have their channels split over the threads: with a core free, forward and
-backward of 128×16×32×32 float32 (8 MiB) measured about 1.5× faster on two threads, 128×32×16×16
-(4 MiB) about 1.2×, and 128×64×8×8 (2 MiB) about 1.25× slower (the hand-over to a second thread
-costs more than half the work). Without a free core the split gains nothing."""
+PARALLEL_MIN_BYTES = 2 << 20
+"""Arrays from this size have their channels split over the threads. Measured on arrays fresh from
+memory, as in a training step (24 different arrays in turn, median; batch norm forward /
+backward, one thread against two): 128×16×32×32 float32 (8 MiB) 6.30 / 11.06 → 3.78 / 6.44 ms,
+128×32×16×16 (4 MiB) 3.64 / 5.12 → 2.27 / 3.86, 128×64×8×8 (2 MiB) 1.75 / 2.62 → 1.66 / 2.26. (An
+earlier measurement on one array used again and again, so from the cache, found 2 MiB slower on two
+threads.) Without a free core the split gains nothing."""
 
 
 def _channel_parts(x: Any) -> list[slice]:

@@ -19,9 +19,12 @@ from .. import speed
 
 SOLVES = ("autograd/relu",)
 
-PARALLEL_MIN_BYTES = 8 << 20
-"""Arrays from this size are split over the threads: 128×16×32×32 float32 (8 MiB) measured about
-1.4× faster on two threads, forward and backward; 4 MiB gained nothing, 2 MiB lost."""
+PARALLEL_MIN_BYTES = 2 << 20
+"""Arrays from this size are split over the threads. Measured on arrays fresh from memory, as in a
+training step (24 different arrays in turn, median; two threads against one, forward / backward):
+128×16×32×32 float32 (8 MiB) 1.85 / 4.59 → 1.24 / 3.52 ms, 128×32×16×16 (4 MiB) 0.95 / 1.94 → 0.75 /
+1.85, 128×64×8×8 (2 MiB) 0.47 / 0.96 → 0.44 / 0.92. (An earlier measurement on one array used again
+and again, so from the cache, found 4 MiB no faster and 2 MiB slower on two threads.)"""
 
 
 def supports(*arrays: Any) -> bool:

@@ -29,8 +29,10 @@ def _planes(a: Any) -> Any:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-PARALLEL_MIN_BYTES = 8 << 20
-"""Arrays from this size are split over the threads (parts of the batch), as for ReLU."""
+PARALLEL_MIN_BYTES = 2 << 20
+"""Arrays from this size are split over the threads (parts of the batch), as for ReLU. Measured on
+arrays fresh from memory (two threads against one, forward / backward with the autograd step):
+8 MiB 2.69 / 6.93 → 1.43 / 4.95 ms, 4 MiB 1.15 / 2.93 → 0.78 / 2.30, 2 MiB 0.58 / 1.35 → 0.55 / 1.22."""
 
 
 def forward(op: Any, u: Any, s: Any) -> Any:
