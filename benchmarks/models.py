@@ -206,43 +206,66 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--models", default="resnet20,se_resnet20")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="PyTorch CPU threads")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure everything this many times, minise and PyTorch back to back in each round "
+                             "(their order swapped every round); ratios are taken within a round and their median "
+                             "and range printed: the machine's drift between rounds then cancels")
     parser.add_argument("--worker", choices=["minise", "torch", "se_cost"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=["train", "eval"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
     if args.worker:
         worker(args)
         return
     models = args.models.split(",")
     print(f"batch {args.batch} × 3×32×32 float32 on {args.device}; {args.steps} timed steps after "
-          f"{args.warmup} warm-up; {os.cpu_count()} CPUs")
-    r = {(fw, m, ph): measure(fw, m, ph, args)
-         for m in models for ph in ("train", "eval") for fw in ("minise", "torch")}
+          f"{args.warmup} warm-up; {os.cpu_count()} CPUs; {args.rounds} round(s)")
+    rounds = []  # one measurement of everything per round; minise and PyTorch back to back, order swapped each round
+    for k in range(args.rounds):
+        order = ("minise", "torch") if k % 2 == 0 else ("torch", "minise")
+        rounds.append({(fw, m, ph): measure(fw, m, ph, args)
+                       for m in models for ph in ("train", "eval") for fw in order})
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    def ratios(m: str, ph: str, key: str = "best") -> list[float]:
+        return [r[("minise", m, ph)][key] / r[("torch", m, ph)][key] for r in rounds]
+
+    def spread(values: list[float]) -> str:
+        return f" ({min(values):.2f}–{max(values):.2f})" if len(values) > 1 else ""
+
     mem = "GPU peak MB" if args.device == "cuda" else "peak RSS +MB"
     print(f"\n{'network':<12} {'phase':<6} {'minise img/s':>13} {'torch img/s':>12} {'ratio':>6}  "
           f"{'(median ratio)':>14}  {'minise ' + mem:>19} {'torch ' + mem:>18}")
     for m in models:
         for ph in ("train", "eval"):
-            a, b = r[("minise", m, ph)], r[("torch", m, ph)]
-            print(f"{m:<12} {ph:<6} {a['best']:>13.1f} {b['best']:>12.1f} {a['best'] / b['best']:>6.2f}  "
-                  f"{a['median'] / b['median']:>14.2f}  {a['mem_mb']:>19.0f} {b['mem_mb']:>18.0f}")
-    print(f"(img/s: best step; torch threads: {r[('torch', models[0], 'train')].get('threads')})")
+            a = [r[("minise", m, ph)] for r in rounds]
+            b = [r[("torch", m, ph)] for r in rounds]
+            print(f"{m:<12} {ph:<6} {med([x['best'] for x in a]):>13.1f} {med([x['best'] for x in b]):>12.1f} "
+                  f"{med(ratios(m, ph)):>6.2f}  {med(ratios(m, ph, 'median')):>14.2f}  "
+                  f"{max(x['mem_mb'] for x in a):>19.0f} {max(x['mem_mb'] for x in b):>18.0f}")
+    print(f"(img/s: best step{', median over the rounds' if len(rounds) > 1 else ''}; ratio: of the best steps "
+          f"{'in the same round, median over the rounds' if len(rounds) > 1 else ''}; "
+          f"torch threads: {rounds[0][('torch', models[0], 'train')].get('threads')})")
     if {"resnet20", "se_resnet20"} <= set(models):
-        def ratio(fw: str, ph: str) -> float:
-            return r[(fw, "se_resnet20", ph)]["best"] / r[(fw, "resnet20", ph)]["best"]
+        def se_ratio(fw: str, ph: str) -> float:
+            return med([r[(fw, "se_resnet20", ph)]["best"] / r[(fw, "resnet20", ph)]["best"] for r in rounds])
 
-        print(f"\nSE-ResNet-20 / ResNet-20 speed, separate processes: minise train {ratio('minise', 'train'):.3f}, "
-              f"eval {ratio('minise', 'eval'):.3f}; torch train {ratio('torch', 'train'):.3f}, "
-              f"eval {ratio('torch', 'eval'):.3f}")
-        se = measure("se_cost", "", "", args)
-        print(f"SE-ResNet-20 / ResNet-20 speed in minise, steps alternated in one process: train {se['train']:.3f} "
-              f"(median {se['train_median']:.3f}), eval {se['eval']:.3f} (median {se['eval_median']:.3f}); "
+        print(f"\nSE-ResNet-20 / ResNet-20 speed, separate processes: minise train {se_ratio('minise', 'train'):.3f}, "
+              f"eval {se_ratio('minise', 'eval'):.3f}; torch train {se_ratio('torch', 'train'):.3f}, "
+              f"eval {se_ratio('torch', 'eval'):.3f}")
+        se = [measure("se_cost", "", "", args) for _ in rounds]
+        print(f"SE-ResNet-20 / ResNet-20 speed in minise, steps alternated in one process: train "
+              f"{med([x['train'] for x in se]):.3f}{spread([x['train'] for x in se])} (median step "
+              f"{med([x['train_median'] for x in se]):.3f}), eval {med([x['eval'] for x in se]):.3f}"
+              f"{spread([x['eval'] for x in se])} (median step {med([x['eval_median'] for x in se]):.3f}); "
               f"target ≥ 0.95")
         for m in ("resnet20", "se_resnet20"):
-            print(f"minise / torch training step, {m}: "
-                  f"{r[('minise', m, 'train')]['best'] / r[('torch', m, 'train')]['best']:.2f}, evaluation "
-                  f"{r[('minise', m, 'eval')]['best'] / r[('torch', m, 'eval')]['best']:.2f} (targets ≥ 0.7)")
-
+            print(f"minise / torch training step, {m}: {med(ratios(m, 'train')):.2f}{spread(ratios(m, 'train'))}, "
+                  f"evaluation {med(ratios(m, 'eval')):.2f}{spread(ratios(m, 'eval'))} (targets ≥ 0.7)")
 
 if __name__ == "__main__":
     main()
