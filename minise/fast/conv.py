@@ -28,8 +28,8 @@ Every buffer of a block (the padded input, the columns, the product) belongs to 
 reused from call to call (growing when a larger one is needed): no fresh allocation per block, so no
 page faults on first touch. The batch is cut into parts of whole blocks, ``CHUNKS_PER_THREAD`` per
 core, which the threads take in turn as each is free (``speed.in_parallel``); each thread writes its
-samples straight into the one output array, and ∂L/∂W is summed part by part in batch order. Grouped convolutions keep the
-textbook path (``handles``).
+samples straight into the one output array, and ∂L/∂W is summed part by part in batch order.
+Grouped convolutions keep the textbook path (``handles``).
 """
 
 from __future__ import annotations
