@@ -130,15 +130,19 @@ CHUNKS_PER_THREAD = 4
 (``speed.in_parallel``), so a slower core ends up with fewer of them."""
 
 
-def _by_parts(fn: Any, n: int, x: np.ndarray, step: int) -> list[Any]:
+def _by_parts(fn: Any, n: int, x: np.ndarray, step: int, w: np.ndarray | None = None) -> list[Any]:
     """[fn(start, stop) for each part of the batch], the parts runs of whole blocks of ``step`` samples,
     in batch order, run on the threads (``speed.in_parallel``). With fewer blocks than threads, one
-    part per thread (``speed.batch_parts``), each then a smaller block."""
+    part per thread (``speed.batch_parts``), each then a smaller block.
+
+    ``w``: each part returns its own ∂L/∂W, one array of w's size to keep and add up per part, so large
+    weights get fewer parts per thread (one for a weight of BLOCK_BYTES or more: ImageNet's 512→512)."""
     split = speed.batch_parts(x)
     blocks = -(-n // step)
-    if len(split) == 1 or blocks <= len(split):
+    per_thread = CHUNKS_PER_THREAD if w is None else max(1, min(CHUNKS_PER_THREAD, BLOCK_BYTES // w.nbytes))
+    if len(split) == 1 or blocks <= len(split) or per_thread == 1:
         return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), split)
-    k = min(blocks, CHUNKS_PER_THREAD * len(split))
+    k = min(blocks, per_thread * len(split))
     edges = [min(n, (j * blocks // k) * step) for j in range(k + 1)]
     return speed.in_parallel(lambda s: fn(s.start, s.stop), [slice(a, b) for a, b in zip(edges, edges[1:])])
 
@@ -263,7 +267,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
                 _col2im_block(gy_rows, w_o, geo, gx[n0:n1])
         return gw_k
 
-    gw_parts = _by_parts(part, n, x, step)
+    gw_parts = _by_parts(part, n, x, step, w if need_w else None)
     if not need_w:
         return gx, None
     gw_k = gw_parts[0]
@@ -488,7 +492,7 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
             gw = _add(gw, products.sum(axis=0))  # one product and one sum per block for all kh window rows
         return gw
 
-    gw_parts = _by_parts(part, x.shape[0], x, step)
+    gw_parts = _by_parts(part, x.shape[0], x, step, w if need_w else None)
     if not need_w:
         return gx, None
     gw = gw_parts[0]

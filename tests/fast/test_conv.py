@@ -147,9 +147,10 @@ def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, case):
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[11], CASES[15]], ids=[IDS[1], IDS[11], IDS[15]])
 def test_more_blocks_than_threads_make_parts_of_whole_blocks(monkeypatch, case):
-    """A batch of 20 in blocks of one sample on two threads: CHUNKS_PER_THREAD parts per thread, each a
-    run of whole blocks, every sample in exactly one block; the same numbers as the textbook code
-    (∂L/∂W summed part by part in batch order)."""
+    """A batch of 20 in blocks of one sample on two threads: the forward in CHUNKS_PER_THREAD parts per
+    thread, each a run of whole blocks; the backward, which keeps one ∂L/∂W per part, in one part per
+    thread when the weight is larger than BLOCK_BYTES (here it is: BLOCK_BYTES is 1); the same numbers
+    as the textbook code (∂L/∂W summed part by part in batch order)."""
     if not speed.blas_available():
         pytest.skip("no controllable BLAS: the batch is not cut")
     monkeypatch.setattr(speed, "NUM_THREADS", 2)
@@ -165,9 +166,24 @@ def test_more_blocks_than_threads_make_parts_of_whole_blocks(monkeypatch, case):
     monkeypatch.setattr(speed, "in_parallel", spy)
     case = ((20,) + case[0][1:],) + case[1:]
     fast = _run(case, np.float64, True)
-    assert parts and all(p == [(0, 2), (2, 5), (5, 7), (7, 10), (10, 12), (12, 15), (15, 17), (17, 20)]
-                         for p in parts)
+    assert parts == [[(0, 2), (2, 5), (5, 7), (7, 10), (10, 12), (12, 15), (15, 17), (17, 20)], [(0, 10), (10, 20)]]
     _assert_close(fast, _run(case, np.float64, False), rtol=1e-12)
+
+
+def test_small_weights_get_several_parts_per_thread_in_backward(monkeypatch):
+    """A weight of a quarter of BLOCK_BYTES or less: the backward too runs CHUNKS_PER_THREAD parts per thread."""
+    if not speed.blas_available():
+        pytest.skip("no controllable BLAS: the batch is not cut")
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    x, w = np.zeros((20, 4, 6, 6)), np.zeros((4, 4, 3, 3))
+    monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 4 * w.nbytes)
+    seen = []
+    fast_conv._by_parts(lambda a, b: seen.append((a, b)), 20, x, 1, w)
+    assert len(seen) == 2 * fast_conv.CHUNKS_PER_THREAD
+    seen.clear()
+    monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 4 * w.nbytes - 1)
+    fast_conv._by_parts(lambda a, b: seen.append((a, b)), 20, x, 1, w)
+    assert len(seen) == 2 * 3
 
 
 def test_reused_buffers_do_not_leak_between_shapes():
