@@ -38,7 +38,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
-import itertools
 import os
 import platform
 import queue
@@ -250,13 +249,19 @@ class _Sweep:
         self.results: list[Any] = [None] * len(parts)
         self.error: BaseException | None = None
         self.finished = threading.Event()
-        self._next = itertools.count()  # next() on it is atomic under the interpreter lock
+        self._next = 0
         self._left = len(parts)
         self._lock = threading.Lock()
 
+    def _take(self) -> int:
+        """The index of the next part not yet taken (under the lock: no two threads get the same one)."""
+        with self._lock:
+            i, self._next = self._next, self._next + 1
+        return i
+
     def work(self) -> None:
         """Run parts until none is left (after an error: count the rest as done without running them)."""
-        while (i := next(self._next)) < len(self.parts):
+        while (i := self._take()) < len(self.parts):
             if self.error is None:
                 try:
                     self.results[i] = self.fn(self.parts[i])
