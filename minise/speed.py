@@ -35,6 +35,7 @@ Measured effects are in benchmarks/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
@@ -225,20 +226,15 @@ def in_parallel(fn: Callable[[Any], Any], parts: list[Any], limit_blas: bool = T
     if len(parts) == 1:
         return [fn(parts[0])]
     sweep = _Sweep(fn, parts)
-    with limit_blas_threads(1) if limit_blas else _no_limit():
-        pool = _executor(max(1, NUM_THREADS - 1))
-        for _ in range(min(NUM_THREADS, len(parts)) - 1):
-            pool.submit(sweep.work)
+    helpers = min(NUM_THREADS, len(parts)) - 1
+    with limit_blas_threads(1) if limit_blas else contextlib.nullcontext():
+        for _ in range(helpers):
+            _executor(NUM_THREADS - 1).submit(sweep.work)
         sweep.work()  # the calling thread takes parts too (one thread hand-off fewer per call)
         sweep.finished.wait()
     if sweep.error is not None:
         raise sweep.error
     return sweep.results
-
-
-@contextmanager
-def _no_limit() -> Iterator[None]:
-    yield
 
 
 class _Sweep:

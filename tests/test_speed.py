@@ -105,14 +105,18 @@ def test_in_parallel_keeps_order_and_limits_blas(monkeypatch):
 
 
 def test_in_parallel_hands_parts_to_whichever_thread_is_free(monkeypatch):
-    """One slow part does not hold up the others: while it runs, the other thread takes every other part."""
+    """One slow part does not hold up the others: while it runs, the other thread takes every other
+    part. (The slow part waits until the others are done; had it to run them itself, it would wait
+    in vain and the test fail.)"""
     monkeypatch.setattr(speed, "NUM_THREADS", 2)
-    threads = {}
+    threads, others_done = {}, threading.Event()
 
     def fn(i):
         threads[i] = threading.current_thread().name
         if i == 0:
-            time.sleep(0.3)
+            assert others_done.wait(timeout=30), "the other parts waited for the slow one"
+        elif sum(k != 0 for k in list(threads)) == 5:
+            others_done.set()
         return i * i
 
     assert speed.in_parallel(fn, list(range(6)), limit_blas=False) == [0, 1, 4, 9, 16, 25]

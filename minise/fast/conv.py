@@ -135,16 +135,16 @@ def _by_parts(fn: Any, n: int, x: np.ndarray, step: int, w: np.ndarray | None = 
     in batch order, run on the threads (``speed.in_parallel``). With fewer blocks than threads, one
     part per thread (``speed.batch_parts``), each then a smaller block.
 
-    ``w``: each part returns its own ∂L/∂W, one array of w's size to keep and add up per part, so large
-    weights get fewer parts per thread (one for a weight of BLOCK_BYTES or more: ImageNet's 512→512)."""
+    ``w``: each part returns its own ∂L/∂W, one array of w's size to keep and add up per part, so a
+    thread gets at most BLOCK_BYTES // w.nbytes parts (one for ImageNet's 512→512 3×3)."""
     split = speed.batch_parts(x)
     blocks = -(-n // step)
     per_thread = CHUNKS_PER_THREAD if w is None else max(1, min(CHUNKS_PER_THREAD, BLOCK_BYTES // w.nbytes))
-    if len(split) == 1 or blocks <= len(split) or per_thread == 1:
-        return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), split)
-    k = min(blocks, per_thread * len(split))
-    edges = [min(n, (j * blocks // k) * step) for j in range(k + 1)]
-    return speed.in_parallel(lambda s: fn(s.start, s.stop), [slice(a, b) for a, b in zip(edges, edges[1:])])
+    if len(split) > 1 and blocks > len(split) and per_thread > 1:  # runs of whole blocks
+        k = min(blocks, per_thread * len(split))
+        edges = [min(n, (j * blocks // k) * step) for j in range(k + 1)]
+        split = [slice(a, b) for a, b in zip(edges, edges[1:])]
+    return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), split)
 
 
 def _o_major(w: np.ndarray) -> np.ndarray:
