@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy
 
-from . import backend
+from . import backend, speed
 from .backend import get_array_module
 
 __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "as_tensor"]
@@ -421,7 +421,7 @@ def backpropagate(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: b
 
     def add(t: Tensor, g: Any) -> None:
         key = id(t)
-        pending[key] = g if key not in pending else pending[key] + g
+        pending[key] = g if key not in pending else speed.add(pending[key], g)  # + (threaded when large)
         waiting[key] = t
 
     for r, g in zip(roots, grads):

@@ -36,6 +36,7 @@ Measured effects are in benchmarks/README.md.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import functools
 import importlib
@@ -48,11 +49,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from . import backend
 
 __all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch",
            "block_size", "sample_blocks", "default_block_bytes", "limit_blas_threads", "blas_available",
-           "blas_num_threads", "Prefetcher", "fast_path", "use_fast", "fast_enabled", "keep_freed_memory"]
+           "blas_num_threads", "Prefetcher", "fast_path", "use_fast", "fast_enabled", "keep_freed_memory", "add"]
 
 
 def _default_num_threads() -> int:
@@ -111,8 +114,7 @@ _blas_limiter: Any = None
 def _controller() -> Any:
     global _blas_controller
     if _blas_controller is None:
-        import numpy  # noqa: F401, PLC0415 - NumPy's BLAS must be loaded before threadpoolctl looks
-        from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - so it comes after NumPy
+        from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - on first use (NumPy, above, loads its BLAS)
 
         _blas_controller = ThreadpoolController().select(user_api="blas")
     return _blas_controller
@@ -222,14 +224,17 @@ def in_parallel(fn: Callable[[Any], Any], parts: list[Any], limit_blas: bool = T
     holds up the others with half the work. Which thread runs a part never changes what it computes,
     and the results come back in the order of ``parts``, so callers that add them up in that order
     get the same bits whatever the timing. An exception in one part stops the handing out; the first
-    one is raised here once every part already started has finished."""
+    one is raised here once every part already started has finished. The pool threads run in a copy of
+    the caller's context, so ``numpy.errstate`` holds there too (``invalid="raise"`` raises from any
+    part, as it would on one thread)."""
     if len(parts) == 1:
         return [fn(parts[0])]
     sweep = _Sweep(fn, parts)
     helpers = min(NUM_THREADS, len(parts)) - 1
+    caller = contextvars.copy_context()  # NumPy's errstate lives there: parts raise or warn as the caller asked
     with limit_blas_threads(1) if limit_blas else contextlib.nullcontext():
         for _ in range(helpers):
-            _executor(NUM_THREADS - 1).submit(sweep.work)
+            _executor(NUM_THREADS - 1).submit(caller.copy().run, sweep.work)  # one copy per thread
         sweep.work()  # the calling thread takes parts too (one thread hand-off fewer per call)
         sweep.finished.wait()
     if sweep.error is not None:
@@ -289,6 +294,30 @@ def over_batch(fn: Callable[[slice], tuple[Any, Any]], x: Any, shape: tuple[int,
         return other
 
     return out, in_parallel(run, split)
+
+
+ADD_MIN_BYTES = 4 << 20
+"""Arrays from this size are summed on the threads by ``add``. Measured on fresh arrays (median of 60,
+one thread against two, alternated): 128×16×32×32 float32 (8 MiB) 1.68 → 1.13 ms (with a broadcast
+operand 1.57 → 1.16), 128×32×16×16 (4 MiB) 0.80 → 0.63, 128×64×8×8 (2 MiB) 0.32 → 0.32 (not split)."""
+
+
+def add(a: Any, b: Any) -> Any:
+    """a + b, the same numbers; two large CPU arrays of one floating dtype and one shape are added in
+    parts of the batch on the threads (``in_parallel``), anything else is just ``a + b``.
+
+    For the sums that no op owns: the residual connection's forward (``Add``) and the autograd
+    engine's sum of the gradients that reach a tensor from two consumers. Each runs over the whole
+    array on one core otherwise (8 MiB at ResNet-20's first stage). ``b`` may be a broadcast view
+    of ``a``'s shape (the squeeze's gradient, one number per plane), as NumPy's ``+`` allows."""
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.shape == b.shape and a.dtype == b.dtype
+            and a.dtype.kind == "f" and a.ndim and fast_enabled()):
+        split = parts(a, min_bytes=ADD_MIN_BYTES)
+        if len(split) > 1:
+            out = np.empty(a.shape, dtype=a.dtype)
+            in_parallel(lambda s: np.add(a[s], b[s], out=out[s]), split, limit_blas=False)
+            return out
+    return a + b
 
 
 def block_size(x: Any, bytes_per_sample: int, budget: int) -> int:

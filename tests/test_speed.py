@@ -302,6 +302,110 @@ def test_batch_norm_in_parts_gives_the_same_numbers(monkeypatch, training, dtype
         np.testing.assert_array_equal(a, b, err_msg=f"output {k} (y, dL/dx, dL/dw, dL/db, running mean, var)")
 
 
+# ---------------------------------------------------------------------- sums on the threads
+@pytest.fixture
+def add_in_parts(monkeypatch):
+    """speed.add splits every array, however small, over three threads; returns the parts it was handed."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    monkeypatch.setattr(speed, "ADD_MIN_BYTES", 0)
+    seen = []
+    real = speed.in_parallel
+
+    def spy(fn, parts, limit_blas=True):
+        seen.append(list(parts))
+        return real(fn, parts, limit_blas)
+
+    monkeypatch.setattr(speed, "in_parallel", spy)
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_in_parts_is_a_plus_b_to_the_bit(add_in_parts, dtype):
+    rng = np.random.default_rng(5)
+    a, b = (rng.standard_normal((7, 3, 4, 5)).astype(dtype) for _ in range(2))
+    a[0, 0, 0, :3] = [np.nan, np.inf, -0.0]
+    b[0, 0, 0, :3] = [1.0, -np.inf, 0.0]
+    with np.errstate(invalid="ignore"):  # inf − inf, in the first part: silent there too
+        total, expected = speed.add(a, b), a + b
+    assert add_in_parts == [[slice(0, 2), slice(2, 4), slice(4, 7)]]
+    assert total.dtype == dtype and total.shape == a.shape
+    np.testing.assert_array_equal(total, expected)
+    np.testing.assert_array_equal(np.signbit(total), np.signbit(expected))
+    assert not np.shares_memory(total, a) and not np.shares_memory(total, b)  # a new array, inputs untouched
+
+
+def test_parts_run_under_the_callers_errstate(monkeypatch):
+    """numpy.errstate is per thread (a context variable): in_parallel carries the caller's into its threads,
+    so ``invalid="raise"`` raises from whichever part meets inf − inf, as one thread would."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    a = np.zeros((6, 4))
+    a[5, 0] = np.inf  # the last part: on a pool thread, or on the caller if it got there first
+    with np.errstate(invalid="raise"):
+        with pytest.raises(FloatingPointError):
+            speed.in_parallel(lambda s: a[s] - a[s], [slice(0, 2), slice(2, 4), slice(4, 6)])
+        barrier = threading.Barrier(3, timeout=10)  # three threads, one part each: two on the pool
+
+        def part(s):
+            barrier.wait()
+            return np.geterr()["invalid"], threading.current_thread() is threading.main_thread()
+
+        seen = speed.in_parallel(part, [0, 1, 2], limit_blas=False)
+    assert [mode for mode, _ in seen] == ["raise"] * 3 and sum(main for _, main in seen) == 1
+    assert np.geterr()["invalid"] != "raise"  # the caller's own setting left as it was outside the block
+
+
+def test_add_in_parts_takes_a_broadcast_view_and_any_strides(add_in_parts):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((5, 4, 3, 6)).transpose(0, 1, 3, 2)  # not contiguous
+    b = np.broadcast_to(rng.standard_normal((5, 4, 1, 1)), a.shape)  # the squeeze's gradient, read-only
+    np.testing.assert_array_equal(speed.add(a, b), a + b)
+    assert len(add_in_parts) == 1
+
+
+@pytest.mark.parametrize("a, b", [
+    (np.ones((6, 2), np.float32), np.ones((6, 2), np.float64)),  # two dtypes: NumPy's promotion decides
+    (np.ones((6, 2), np.int64), np.ones((6, 2), np.int64)),  # integers
+    (np.ones((6, 2)), np.ones((1, 2))),  # shapes that broadcast
+    (np.ones((6, 2)), 2.0),  # a Python number
+    (np.float64(1.0), np.float64(2.0)),  # NumPy scalars
+])
+def test_add_leaves_everything_else_to_plus(add_in_parts, a, b):
+    total = speed.add(a, b)
+    expected = a + b
+    assert type(total) is type(expected) and np.asarray(total).dtype == np.asarray(expected).dtype
+    np.testing.assert_array_equal(total, expected)
+    assert add_in_parts == []
+
+
+def test_add_does_not_split_small_arrays_device_arrays_or_with_fast_paths_off(monkeypatch, simulated_gpu):
+    seen = []
+    monkeypatch.setattr(speed, "in_parallel", lambda fn, parts, limit_blas=True: seen.append(parts))
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    small = np.ones((4, 8), np.float32)
+    np.testing.assert_array_equal(speed.add(small, small), 2 * small)  # under ADD_MIN_BYTES
+    monkeypatch.setattr(speed, "ADD_MIN_BYTES", 0)
+    on_device = on("cuda", small)
+    np.testing.assert_array_equal(speed.add(on_device, on_device).get(), 2 * small)
+    with speed.use_fast(False):
+        np.testing.assert_array_equal(speed.add(small, small), 2 * small)
+    assert seen == []
+
+
+def test_residual_add_and_gradient_sums_go_through_add(monkeypatch):
+    """The Add op's forward and the engine's sum of two gradients for one tensor both use speed.add."""
+    from minise import Tensor
+
+    calls = []
+    real = speed.add
+    monkeypatch.setattr(speed, "add", lambda a, b: calls.append((a.shape, b.shape)) or real(a, b))
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    h = x * 1.0
+    y = h + h * 2.0  # forward: one Add; backward: h gets a gradient from each of its two uses
+    y.backward(np.ones((2, 3)))
+    assert calls == [((2, 3), (2, 3)), ((2, 3), (2, 3))]
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 3.0))
+
+
 def test_parts_never_more_than_the_axis(three_parts):
     assert speed.parts(np.zeros((2, 5))) == [slice(0, 1), slice(1, 2)]
 

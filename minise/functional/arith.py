@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .. import speed
 from ..autograd import Function, Tensor, as_tensor
 from ..backend import get_array_module
 
@@ -34,7 +35,7 @@ class Add(Function):
 
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
-        return a + b
+        return speed.add(a, b)  # a + b (large arrays on the CPU: split over the threads)
 
     def backward(self, gy):
         # BEGIN SOLUTION autograd/add

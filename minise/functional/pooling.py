@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import speed
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from .window import IntPair, Window, pad, pair, unpad
@@ -144,6 +145,12 @@ class AvgPool2d(_Pool2d):
         # END SOLUTION
 
 
+SQUEEZE_PARALLEL_MIN_BYTES = 4 << 20
+"""Inputs from this size have the squeeze's sums split over the threads. Measured on fresh arrays (median
+of 60, one thread against two): 128×16×32×32 float32 (8 MiB) 0.82 → 0.57 ms, 128×32×16×16 (4 MiB) 0.40
+→ 0.37, 128×64×8×8 (2 MiB) 0.19 → 0.24 (slower, so not split)."""
+
+
 class GlobalAvgPool2d(Function):
     """The squeeze (Eq. 2): z_c = 1/(H·W) Σ_i Σ_j u_c(i, j);   ∂L/∂u_c(i, j) = ∂L/∂z_c / (H·W)"""
 
@@ -151,8 +158,15 @@ class GlobalAvgPool2d(Function):
         _check_4d(x, "global_avg_pool2d")
         xp = get_array_module(x)
         self.in_shape = n, c, h, w = x.shape
-        # Σ over each contiguous plane by einsum: 1.5-3× faster here than x.mean(axis=(2, 3))
-        return xp.einsum("ncl->nc", x.reshape(n, c, h * w)) * x.dtype.type(1.0 / (h * w))
+        planes, z = x.reshape(n, c, h * w), xp.empty((n, c), dtype=x.dtype)
+
+        def squeeze(s: slice) -> None:  # Σ over each contiguous plane by einsum: 1.5-3× faster here than mean
+            z[s] = xp.einsum("ncl->nc", planes[s])
+
+        # large inputs on the CPU: parts of the batch on the threads (each plane's sum is the same either way)
+        speed.in_parallel(squeeze, speed.parts(x, min_bytes=SQUEEZE_PARALLEL_MIN_BYTES), limit_blas=False)
+        z *= x.dtype.type(1.0 / (h * w))
+        return z
 
     def backward(self, gz):
         xp = get_array_module(gz)

@@ -93,6 +93,26 @@ def test_squeeze_is_equation_2():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_squeeze_in_parts_of_the_batch_gives_the_same_bits(monkeypatch, dtype):
+    """Large inputs have their planes summed on the threads, a part of the batch each: not one bit changes."""
+    from minise import speed
+    from minise.functional import pooling
+
+    u = np.random.default_rng(7).standard_normal((7, 5, 6, 9)).astype(dtype)
+    whole = F.global_avg_pool2d(Tensor(u)).numpy()
+    seen = []
+    real = speed.in_parallel
+    monkeypatch.setattr(speed, "in_parallel", lambda fn, parts, limit_blas=True: seen.append(parts) or
+                        real(fn, parts, limit_blas))
+    monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    monkeypatch.setattr(pooling, "SQUEEZE_PARALLEL_MIN_BYTES", 0)
+    split = F.global_avg_pool2d(Tensor(u)).numpy()
+    assert seen == [[slice(0, 2), slice(2, 4), slice(4, 7)]]
+    assert split.dtype == dtype
+    np.testing.assert_array_equal(split, whole)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("window", WINDOWS + [((2, 2, 6, 6), 3, 1, 1)], ids=IDS + ["x(2, 2, 6, 6)-k3-s1-p1"])
 def test_max_ties_like_torch(device, window, dtype):
     """Ties: the whole gradient of a window goes to one element, its first maximum in row-major order.
