@@ -18,8 +18,9 @@ The PyTorch networks are those the tests check minise's against (tests/models/to
 
 Targets (issue 10, on a quiet 2-core machine): minise's training step and evaluation forward at
 ≥ 0.7× PyTorch CPU's images/s; SE-ResNet-20 within 5 % of ResNet-20 in minise (steps alternated in
-one process); peak memory of the SE-ResNet-20 training step no more than before. Measured figures:
-benchmarks/README.md.
+one process); peak memory of the SE-ResNet-20 training step no more than before. The same
+alternation is run for PyTorch, so the SE's cost in minise can be read beside its cost in the
+reference framework on the same network. Measured figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -134,9 +135,32 @@ def run_torch(name: str, phase: str, batch: int, steps: int, warmup: int, device
     return result
 
 
+def _alternated(models: dict, train, evaluate, steps: int, warmup: int, sync) -> dict:
+    """ResNet-20 and SE-ResNet-20 (``models``, by name) stepped in turn in one process, training then
+    evaluation: ``train(name)`` and ``evaluate(name)`` run one step of that network. Returns plain / SE
+    speed of the best steps (``train``, ``eval``) and of the median steps (``train_median``, ``eval_median``)."""
+    out = {}
+    for phase in ("train", "eval"):
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for i in range(warmup + steps):
+            for name, model in models.items():
+                model.train(phase == "train")
+                start = time.perf_counter()
+                (train if phase == "train" else evaluate)(name)
+                sync()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+        out[phase] = min(times["resnet20"]) / min(times["se_resnet20"])
+        out[phase + "_median"] = statistics.median(times["resnet20"]) / statistics.median(times["se_resnet20"])
+    return out
+
+
+NETWORKS = ("resnet20", "se_resnet20")
+
+
 def se_cost_minise(batch: int, steps: int, warmup: int, device: str) -> dict:
-    """ResNet-20 and SE-ResNet-20 steps alternated in one process: the SE's cost without the drift
-    between processes that a shared machine adds (separate runs can differ by 10 % on their own)."""
+    """The SE's cost in minise, both networks' steps alternated in one process (``_alternated``): without
+    the drift between processes that a shared machine adds (separate runs can differ by 10 % on their own)."""
     sys.path.insert(0, ROOT)
     import minise
     from minise import speed
@@ -149,34 +173,52 @@ def se_cost_minise(batch: int, steps: int, warmup: int, device: str) -> dict:
     rng = np.random.default_rng(0)
     x = minise.Tensor(backend.to_device(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), device))
     t = minise.Tensor(backend.to_device(rng.integers(0, 10, batch), device))
-    models = {name: M.create(name).to(device) for name in ("resnet20", "se_resnet20")}
+    models = {name: M.create(name).to(device) for name in NETWORKS}
     opts = {name: optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4) for name, m in models.items()}
-    out = {}
-    for phase in ("train", "eval"):
-        times: dict[str, list[float]] = {name: [] for name in models}
-        for i in range(warmup + steps):
-            for name, model in models.items():
-                model.train(phase == "train")
-                start = time.perf_counter()
-                if phase == "train":
-                    opts[name].zero_grad()
-                    F.cross_entropy(model(x), t).backward()
-                    opts[name].step()
-                else:
-                    with minise.no_grad():
-                        model(x)
-                backend.synchronize(device)
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - start)
-        out[phase] = min(times["resnet20"]) / min(times["se_resnet20"])
-        out[phase + "_median"] = statistics.median(times["resnet20"]) / statistics.median(times["se_resnet20"])
-    return out
+
+    def train(name: str) -> None:
+        opts[name].zero_grad()
+        F.cross_entropy(models[name](x), t).backward()
+        opts[name].step()
+
+    def evaluate(name: str) -> None:
+        with minise.no_grad():
+            models[name](x)
+
+    return _alternated(models, train, evaluate, steps, warmup, lambda: backend.synchronize(device))
+
+
+def se_cost_torch(batch: int, steps: int, warmup: int, device: str, threads: int) -> dict:
+    """The same for PyTorch: what the SE block costs the reference framework on this network."""
+    import torch
+
+    torch.manual_seed(0)
+    models = {name: torch_cifar_resnet(name.startswith("se_"), threads).to(device) for name in NETWORKS}
+    opts = {name: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+            for name, m in models.items()}
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    t = torch.randint(0, 10, (batch,), device=device)
+
+    def train(name: str) -> None:
+        opts[name].zero_grad()
+        torch.nn.functional.cross_entropy(models[name](x), t).backward()
+        opts[name].step()
+
+    def evaluate(name: str) -> None:
+        with torch.no_grad():
+            models[name](x)
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return _alternated(models, train, evaluate, steps, warmup, sync)
 
 
 # ---------------------------------------------------------------------- driver
 def worker(args: argparse.Namespace) -> None:
     if args.worker == "se_cost":
         print(json.dumps(se_cost_minise(args.batch, args.steps, args.warmup, args.device)))
+        return
+    if args.worker == "se_cost_torch":
+        print(json.dumps(se_cost_torch(args.batch, args.steps, args.warmup, args.device, args.threads)))
         return
     if args.worker == "minise":
         result = run_minise(args.model, args.phase, args.batch, args.steps, args.warmup, args.device)
@@ -210,7 +252,7 @@ def main() -> None:
                         help="measure everything this many times, minise and PyTorch back to back in each round "
                              "(their order swapped every round); ratios are taken within a round and their median "
                              "and range printed: the machine's drift between rounds then cancels")
-    parser.add_argument("--worker", choices=["minise", "torch", "se_cost"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["minise", "torch", "se_cost", "se_cost_torch"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--phase", choices=["train", "eval"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -257,12 +299,13 @@ def main() -> None:
         print(f"\nSE-ResNet-20 / ResNet-20 speed, separate processes: minise train {se_ratio('minise', 'train'):.3f}, "
               f"eval {se_ratio('minise', 'eval'):.3f}; torch train {se_ratio('torch', 'train'):.3f}, "
               f"eval {se_ratio('torch', 'eval'):.3f}")
-        se = [measure("se_cost", "", "", args) for _ in rounds]
-        print(f"SE-ResNet-20 / ResNet-20 speed in minise, steps alternated in one process: train "
-              f"{med([x['train'] for x in se]):.3f}{spread([x['train'] for x in se])} (median step "
-              f"{med([x['train_median'] for x in se]):.3f}), eval {med([x['eval'] for x in se]):.3f}"
-              f"{spread([x['eval'] for x in se])} (median step {med([x['eval_median'] for x in se]):.3f}); "
-              f"target ≥ 0.95")
+        for job, who, target in (("se_cost", "minise", "; target ≥ 0.95"), ("se_cost_torch", "PyTorch", "")):
+            se = [measure(job, "", "", args) for _ in rounds]
+            print(f"SE-ResNet-20 / ResNet-20 speed in {who}, steps alternated in one process: train "
+                  f"{med([x['train'] for x in se]):.3f}{spread([x['train'] for x in se])} (median step "
+                  f"{med([x['train_median'] for x in se]):.3f}), eval {med([x['eval'] for x in se]):.3f}"
+                  f"{spread([x['eval'] for x in se])} (median step {med([x['eval_median'] for x in se]):.3f})"
+                  f"{target}")
         for m in ("resnet20", "se_resnet20"):
             print(f"minise / torch training step, {m}: {med(ratios(m, 'train')):.2f}{spread(ratios(m, 'train'))}, "
                   f"evaluation {med(ratios(m, 'eval')):.2f}{spread(ratios(m, 'eval'))} (targets ≥ 0.7)")
