@@ -14,6 +14,8 @@ textbook code and call these from here:
   over the same cores);
 - ``over_batch(fn, x, shape, dtype)``: ``fn`` on each part of the batch in parallel, its rows
   gathered into one array (no copy when there is one part);
+- ``add(a, b)``: ``a + b`` for the sums no op owns (the residual add, the engine's sum of two
+  gradients), in parts of the batch on the threads for large arrays;
 - ``block_size(x, bytes_per_sample, budget)``: how many samples to take at a time so that a block
   of work stays in the cache (``default_block_bytes()``: half a core's L2; the whole batch off the CPU);
 - ``limit_blas_threads(n)``: a context manager over threadpoolctl that counts overlapping users
