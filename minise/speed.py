@@ -439,7 +439,9 @@ class Prefetcher:
             raise ValueError(f"Prefetcher: depth must be a positive int, got {depth!r}")
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(iter(batches),), name="minise-prefetch", daemon=True)
+        # in a copy of the creator's context: the batches are made under its numpy.errstate, as in a plain loop
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._fill, iter(batches)),
+                                        name="minise-prefetch", daemon=True)
         self._thread.start()
 
     def _put(self, item: Any) -> bool:

@@ -197,6 +197,20 @@ def test_prefetcher_runs_ahead_on_another_thread():
     assert made_on == ["minise-prefetch"] * 3
 
 
+def test_prefetcher_makes_batches_under_the_creators_errstate():
+    """numpy.errstate is per thread: a loop run under invalid="raise" raises from the batch that makes a
+    NaN, as it would without the prefetcher, and the background thread sees the same setting."""
+    def source():
+        yield np.geterr()["invalid"]
+        yield np.array([np.inf]) - np.array([np.inf])
+
+    with np.errstate(invalid="raise"):
+        it = iter(speed.Prefetcher(source()))
+        assert next(it) == "raise"
+        with pytest.raises(FloatingPointError):
+            next(it)
+
+
 def test_prefetcher_raises_where_the_error_happened():
     def source():
         yield 1
