@@ -316,8 +316,8 @@ def add(a: Any, b: Any) -> Any:
             and a.dtype.kind == "f" and a.ndim and fast_enabled()):
         split = parts(a, min_bytes=ADD_MIN_BYTES)
         if len(split) > 1:
-            out = np.empty(a.shape, dtype=a.dtype)
-            in_parallel(lambda s: np.add(a[s], b[s], out=out[s]), split, limit_blas=False)
+            out = np.empty(a.shape, dtype=a.dtype)  # cpu-only: a and b are NumPy arrays (checked above)
+            in_parallel(lambda s: np.add(a[s], b[s], out=out[s]), split, limit_blas=False)  # cpu-only
             return out
     return a + b
 
