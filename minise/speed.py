@@ -4,7 +4,8 @@ None of this changes what an op computes; it decides how the work is cut up. The
 textbook code and call these from here:
 
 - ``batch_parts(x)``: contiguous slices of the batch, one per thread (just the whole batch off the
-  CPU, with one thread, or where the BLAS thread count cannot be set); ``parts(x, axis)`` the same
+  CPU, with one thread, for a conv too small to gain from threads (``PARALLEL_MIN_MACS``), or where
+  the BLAS thread count cannot be set); ``parts(x, axis)`` the same
   for the memory-bound passes, which need no BLAS control (batch norm splits its channels, which
   are independent, so not one number changes);
 - ``in_parallel(fn, parts)``: ``[fn(part) for part in parts]`` on the calling thread and the pool
@@ -55,9 +56,10 @@ import numpy as np
 
 from . import backend
 
-__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "batch_parts", "parts", "in_parallel", "over_batch",
-           "block_size", "sample_blocks", "default_block_bytes", "limit_blas_threads", "blas_available",
-           "blas_num_threads", "Prefetcher", "fast_path", "use_fast", "fast_enabled", "keep_freed_memory", "add"]
+__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "PARALLEL_MIN_MACS", "batch_parts", "parts", "in_parallel",
+           "over_batch", "block_size", "sample_blocks", "default_block_bytes", "limit_blas_threads",
+           "blas_available", "blas_num_threads", "blas_for_one_part", "Prefetcher", "fast_path", "use_fast",
+           "fast_enabled", "keep_freed_memory", "add"]
 
 
 def _default_num_threads() -> int:
@@ -190,15 +192,44 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def batch_parts(x: Any, min_part: int = 1) -> list[slice]:
-    """Contiguous slices of the batch (axis 0), one per thread, each at least ``min_part`` samples;
-    just [slice(None)] (the whole batch on the calling thread) off the CPU, with one thread or too
-    small a batch, or without a controllable BLAS."""
+PARALLEL_MIN_MACS = 1 << 24
+"""A conv splits its batch over the threads only where each part then does at least this many
+multiply-adds (about 17 million); a smaller one runs as one part on the calling thread, BLAS held at
+one thread (``blas_for_one_part``). A part of ResNet-20's 16→16 3×3 conv at 32×32 does 2.4 million
+per sample forward, twice that backward (both gradients): its forward splits from batch 16, its
+backward from batch 8. SE-ResNet-20 steps, this limit against none (0), alternated in one process
+(new / old, median of pairs): training 0.83 at batch 2, 1.03 at 8, 1.01 at 16, 0.97 at 32, 1.00 at
+128; evaluation 0.72, 0.96, 1.03, 1.00 and 0.98 (benchmarks/README.md, fifth round)."""
+
+
+def batch_parts(x: Any, min_part: int = 1, macs_per_sample: int = 0) -> list[slice]:
+    """Contiguous slices of the batch (axis 0), one per thread, each at least ``min_part`` samples and,
+    given the multiply-adds per sample of the work, at least ``PARALLEL_MIN_MACS`` of them; just
+    [slice(None)] (the whole batch on the calling thread) off the CPU, with one thread or too little
+    work, or without a controllable BLAS."""
     n = x.shape[0]
+    if macs_per_sample > 0:
+        min_part = max(min_part, -(-PARALLEL_MIN_MACS // macs_per_sample))
     t = min(NUM_THREADS, n // max(1, min_part))
     if t <= 1 or backend.device_of(x) != "cpu" or not blas_available():
         return [slice(None)]
     return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
+
+
+def blas_for_one_part(x: Any, macs_per_sample: int) -> contextlib.AbstractContextManager:
+    """The BLAS thread count for work on x's whole batch on the calling thread (one part of
+    ``batch_parts``): held at one thread (``limit_blas_threads(1)``) where the batch was kept whole for
+    too little work (under ``PARALLEL_MIN_MACS`` per thread) while minise runs several threads on the
+    CPU; BLAS's own threads otherwise (``NUM_THREADS`` = 1, or one large sample: an ImageNet image).
+
+    Why: OpenBLAS's threads spin for a while after a product before they sleep, taking the cores the
+    next op's parts run on. Small convs left to BLAS between split ones made SE-ResNet-20's training
+    step at batch 16–24 about 20 % slower; held, the same step took what the split one does."""
+    n = x.shape[0]
+    if NUM_THREADS > 1 and 0 < n * macs_per_sample < NUM_THREADS * PARALLEL_MIN_MACS \
+            and backend.device_of(x) == "cpu":
+        return limit_blas_threads(1)
+    return contextlib.nullcontext()
 
 
 PARALLEL_MIN_BYTES = 1 << 20
@@ -278,14 +309,16 @@ class _Sweep:
 
 
 def over_batch(fn: Callable[[slice], tuple[Any, Any]], x: Any, shape: tuple[int, ...] | None,
-               dtype: Any) -> tuple[Any, list[Any]]:
+               dtype: Any, macs_per_sample: int = 0) -> tuple[Any, list[Any]]:
     """Run ``fn(part)`` for each part of x's batch (``batch_parts``, ``in_parallel``); ``fn`` returns
     (the rows ``part`` of one array of ``shape`` and ``dtype``, anything else). Returns (that whole
     array, [the other results in order]). With one part the array is ``fn``'s own (no copy); with
-    several, each thread copies its rows into one new array. ``shape=None``: no array is gathered."""
-    split = batch_parts(x)
+    several, each thread copies its rows into one new array. ``shape=None``: no array is gathered.
+    ``macs_per_sample``: the multiply-adds of ``fn`` per sample (too little work is not split)."""
+    split = batch_parts(x, macs_per_sample=macs_per_sample)
     if len(split) == 1:
-        rows, other = fn(split[0])
+        with blas_for_one_part(x, macs_per_sample):
+            rows, other = fn(split[0])
         return rows, [other]
     out = None if shape is None else backend.get_array_module(x).empty(shape, dtype=dtype)
 

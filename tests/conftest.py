@@ -81,6 +81,15 @@ def device(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
+def split_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every conv's batch cut over the threads however little its work (``speed.PARALLEL_MIN_MACS``
+    = 0): the threaded paths on test-sized inputs, which would otherwise run in one call."""
+    from minise import speed
+
+    monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 0)
+
+
+@pytest.fixture
 def simulated_gpu():
     """The strict simulated device bound to "cuda" for one test (even where a real GPU exists)."""
     backend.register_device("cuda", strict_device.xp, strict_device.DeviceArray)

@@ -88,6 +88,41 @@ def test_batch_parts_min_part(monkeypatch):
     assert speed.batch_parts(np.zeros((3, 2)), min_part=4) == [slice(None)]
 
 
+def test_batch_parts_by_work(monkeypatch):
+    """Each part does at least PARALLEL_MIN_MACS multiply-adds: samples per part = ⌈limit / macs per sample⌉."""
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 1000)
+    if not speed.blas_available():
+        assert speed.batch_parts(np.zeros((8, 2)), macs_per_sample=1000) == [slice(None)]
+        return
+    assert speed.batch_parts(np.zeros((8, 2)), macs_per_sample=250) == [slice(0, 4), slice(4, 8)]
+    assert speed.batch_parts(np.zeros((7, 2)), macs_per_sample=250) == [slice(None)]  # parts of 3 and 4 samples
+    assert speed.batch_parts(np.zeros((6, 2)), macs_per_sample=334) == [slice(0, 3), slice(3, 6)]
+    assert speed.batch_parts(np.zeros((6, 2)), macs_per_sample=333) == [slice(None)]  # 999 per 3 samples
+    assert speed.batch_parts(np.zeros((8, 2)), min_part=5, macs_per_sample=1000) == [slice(None)]  # both limits hold
+    assert len(speed.batch_parts(np.zeros((2, 2)), macs_per_sample=0)) == 2  # no work given: no limit by work
+
+
+def test_blas_for_one_part_holds_blas_only_for_work_kept_whole_as_too_small(monkeypatch, simulated_gpu):
+    """A batch kept whole for too little work runs with BLAS on one thread (its threads would spin on the
+    cores the next split op needs); one minise thread, a large sample or a device array leave BLAS as it is."""
+    if not speed.blas_available() or speed.blas_num_threads() < 2:
+        pytest.skip("needs a controllable BLAS with more than one thread")
+    monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 1000)
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    before = speed.blas_num_threads()
+    x = np.zeros((4, 2))
+    with speed.blas_for_one_part(x, 499):  # 1996 multiply-adds: under 2 threads × 1000
+        assert speed.blas_num_threads() == 1
+    assert speed.blas_num_threads() == before
+    for args in [(x, 500), (np.zeros((1, 2)), 10**9), (x, 0), (simulated_gpu.xp.asarray(x), 1)]:
+        with speed.blas_for_one_part(*args):
+            assert speed.blas_num_threads() == before, args[1:]
+    monkeypatch.setattr(speed, "NUM_THREADS", 1)
+    with speed.blas_for_one_part(x, 1):
+        assert speed.blas_num_threads() == before
+
+
 def test_gpu_is_not_split(simulated_gpu, monkeypatch):
     monkeypatch.setattr(speed, "NUM_THREADS", 4)
     x = on("cuda", np.zeros((8, 2)))

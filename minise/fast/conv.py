@@ -130,21 +130,30 @@ CHUNKS_PER_THREAD = 4
 (``speed.in_parallel``), so a slower core ends up with fewer of them."""
 
 
-def _by_parts(fn: Any, n: int, x: np.ndarray, step: int, w: np.ndarray | None = None) -> list[Any]:
+def _by_parts(fn: Any, n: int, x: np.ndarray, step: int, macs: int, w: np.ndarray | None = None) -> list[Any]:
     """[fn(start, stop) for each part of the batch], the parts runs of whole blocks of ``step`` samples,
     in batch order, run on the threads (``speed.in_parallel``). With fewer blocks than threads, one
-    part per thread (``speed.batch_parts``), each then a smaller block.
+    part per thread (``speed.batch_parts``), each then a smaller block. ``macs``: multiply-adds per
+    sample; a batch with too little work (``speed.PARALLEL_MIN_MACS`` per thread) stays one part.
 
     ``w``: each part returns its own ∂L/∂W, one array of w's size to keep and add up per part, so a
     thread gets at most BLOCK_BYTES // w.nbytes parts (one for ImageNet's 512→512 3×3)."""
-    split = speed.batch_parts(x)
+    split = speed.batch_parts(x, macs_per_sample=macs)
     blocks = -(-n // step)
     per_thread = CHUNKS_PER_THREAD if w is None else max(1, min(CHUNKS_PER_THREAD, BLOCK_BYTES // w.nbytes))
     if len(split) > 1 and blocks > len(split) and per_thread > 1:  # runs of whole blocks
         k = min(blocks, per_thread * len(split))
         edges = [min(n, (j * blocks // k) * step) for j in range(k + 1)]
         split = [slice(a, b) for a, b in zip(edges, edges[1:])]
+    if len(split) == 1:
+        with speed.blas_for_one_part(x, macs):
+            return [fn(0, n)]
     return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), split)
+
+
+def _macs(geo: Window, w: np.ndarray, products: int = 1) -> int:
+    """Multiply-adds per sample of ``products`` products the size of the forward's (backward: one per gradient)."""
+    return geo.out_h * geo.out_w * w.size * products
 
 
 def _o_major(w: np.ndarray) -> np.ndarray:
@@ -184,7 +193,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
                 cols = _plane_columns(x[n0:n1], geo)
                 np.matmul(w_mat, cols, out=y[n0:n1].reshape(n1 - n0, o, -1))
 
-        _by_parts(part, n, x, step)
+        _by_parts(part, n, x, step, _macs(geo, w))
         return y
     w_k = _o_major(w).T  # a view
     step = _step(x, geo, x.shape[1], w)
@@ -194,7 +203,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
             n1 = min(n0 + step, stop)
             _product_into(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo), w_k, y[n0:n1])
 
-    _by_parts(part, n, x, step)
+    _by_parts(part, n, x, step, _macs(geo, w))
     return y
 
 
@@ -267,7 +276,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
                 _col2im_block(gy_rows, w_o, geo, gx[n0:n1])
         return gw_k
 
-    gw_parts = _by_parts(part, n, x, step, w if need_w else None)
+    gw_parts = _by_parts(part, n, x, step, _macs(geo, w, need_x + need_w), w if need_w else None)
     if not need_w:
         return gx, None
     gw_k = gw_parts[0]
@@ -447,7 +456,7 @@ def _shifted_forward(x: np.ndarray, w: np.ndarray, geo: Window, y: np.ndarray) -
             n1 = min(n0 + step, stop)
             _sum_rows(_shifts(x[n0:n1], geo), w_rows, geo, y[n0:n1])
 
-    _by_parts(part, x.shape[0], x, step)
+    _by_parts(part, x.shape[0], x, step, _macs(geo, w))
 
 
 def _moved(shifted: np.ndarray, kh: int, move: int, hw: int) -> np.ndarray:
@@ -492,7 +501,7 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
             gw = _add(gw, products.sum(axis=0))  # one product and one sum per block for all kh window rows
         return gw
 
-    gw_parts = _by_parts(part, x.shape[0], x, step, w if need_w else None)
+    gw_parts = _by_parts(part, x.shape[0], x, step, _macs(geo, w, need_x + need_w), w if need_w else None)
     if not need_w:
         return gx, None
     gw = gw_parts[0]

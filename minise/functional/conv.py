@@ -98,7 +98,8 @@ class Conv2d(Function):
             y = self.fast.forward(x, w, geo)
         else:  # y = W_mat X_col, each part of the batch on a thread of its own
             y, _ = speed.over_batch(lambda s: (_correlate(x[s], w, geo, self.groups), None), x,
-                                    (x.shape[0], w.shape[0], geo.out_h, geo.out_w), x.dtype)
+                                    (x.shape[0], w.shape[0], geo.out_h, geo.out_w), x.dtype,
+                                    macs_per_sample=geo.out_h * geo.out_w * w.size)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
         return y
@@ -131,7 +132,8 @@ class Conv2d(Function):
                 gx_part = _correlate(gy[s], w_flipped, full, self.groups)
             return gx_part, gw_part
 
-        gx, gw_parts = speed.over_batch(part, x, x.shape if need_x else None, gy.dtype)
+        macs = self.geo.out_h * self.geo.out_w * w.size * (need_x + need_w)  # per sample: one product per gradient
+        gx, gw_parts = speed.over_batch(part, x, x.shape if need_x else None, gy.dtype, macs_per_sample=macs)
         gw = None
         if need_w:
             gw = gw_parts[0]

@@ -107,7 +107,7 @@ def test_weight_gradient_alone(case, counted):
 
 @pytest.mark.parametrize("case", [CASES[i] for i in (1, 2, 11, 12, 15, 18, 19, 21, 22)],
                          ids=[IDS[i] for i in (1, 2, 11, 12, 15, 18, 19, 21, 22)])
-def test_many_blocks_and_two_threads(case, monkeypatch):
+def test_many_blocks_and_two_threads(split_small_batches, case, monkeypatch):
     """Blocks of one sample, the batch cut in parts on two threads: the same numbers."""
     textbook = _run(case, np.float64, False, seed=3)
     monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 1)
@@ -120,7 +120,7 @@ def test_many_blocks_and_two_threads(case, monkeypatch):
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[11], CASES[15], CASES[17]],
                          ids=[IDS[0], IDS[2], IDS[11], IDS[15], IDS[17]])
-def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, case):
+def test_parts_run_on_pool_threads_with_blas_on_one_thread(split_small_batches, monkeypatch, case):
     """With 3 threads a batch of 7 runs as parts of 2, 2 and 3 samples on the calling thread and the pool
     threads, BLAS on one thread meanwhile; afterwards BLAS has its thread count back."""
     if not speed.blas_available():
@@ -146,7 +146,7 @@ def test_parts_run_on_pool_threads_with_blas_on_one_thread(monkeypatch, case):
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[11], CASES[15]], ids=[IDS[1], IDS[11], IDS[15]])
-def test_more_blocks_than_threads_make_parts_of_whole_blocks(monkeypatch, case):
+def test_more_blocks_than_threads_make_parts_of_whole_blocks(split_small_batches, monkeypatch, case):
     """A batch of 20 in blocks of one sample on two threads: the forward in CHUNKS_PER_THREAD parts per
     thread, each a run of whole blocks; the backward, which keeps one ∂L/∂W per part, in one part per
     thread when the weight is larger than BLOCK_BYTES (here it is: BLOCK_BYTES is 1); the same numbers
@@ -170,6 +170,50 @@ def test_more_blocks_than_threads_make_parts_of_whole_blocks(monkeypatch, case):
     _assert_close(fast, _run(case, np.float64, False), rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", [CASES[i] for i in (0, 2, 11, 15, 18)], ids=[IDS[i] for i in (0, 2, 11, 15, 18)])
+def test_too_little_work_per_thread_stays_one_part(monkeypatch, case):
+    """A conv whose parts would each do fewer than speed.PARALLEL_MIN_MACS multiply-adds runs as one part
+    on the calling thread (no hand-off), BLAS held at one thread meanwhile. The backward counts one product
+    per gradient it makes: with the limit just above two samples' forward, a batch of 4 splits in the
+    backward (both gradients) and not in the forward, nor in the backward of the stem (∂L/∂W alone); the
+    numbers stay the textbook's."""
+    if not speed.blas_available():
+        pytest.skip("no controllable BLAS: the batch is not cut")
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    shape, (o, kh, kw), stride, padding, dilation = case
+    case = ((4,) + shape[1:],) + case[1:]
+    y = F.conv2d(Tensor(np.zeros(case[0])), Tensor(np.zeros((o, shape[1], kh, kw))), stride=stride,
+                 padding=padding, dilation=dilation)
+    macs = y.shape[2] * y.shape[3] * o * shape[1] * kh * kw  # per sample, forward
+    monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 2 * macs + 1)
+    parts, blas = [], set()
+    original_parts, original_buffer = speed.batch_parts, fast_conv._buffer
+
+    def spy_parts(*args, **kwargs):
+        split = original_parts(*args, **kwargs)
+        parts.append(len(split))
+        return split
+
+    def spy_buffer(role, shape, dtype):
+        blas.add(speed.blas_num_threads())
+        return original_buffer(role, shape, dtype)
+
+    monkeypatch.setattr(speed, "batch_parts", spy_parts)
+    monkeypatch.setattr(fast_conv, "_buffer", spy_buffer)
+    before = speed.blas_num_threads()
+    fast = _run(case, np.float64, True)
+    assert parts == [1, 2] and blas == {1}  # forward, backward; BLAS on one thread in both
+    assert speed.blas_num_threads() == before
+    _assert_close(fast, _run(case, np.float64, False), rtol=1e-12)
+    parts.clear()
+    _run(case, np.float64, True, input_grad=False)
+    assert parts == [1, 1]
+    parts.clear()
+    monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 2 * macs)  # two samples per part are enough: both split
+    _run(case, np.float64, True)
+    assert parts == [2, 2]
+
+
 def test_small_weights_get_several_parts_per_thread_in_backward(monkeypatch):
     """A weight of a quarter of BLOCK_BYTES or less: the backward too runs CHUNKS_PER_THREAD parts per thread."""
     if not speed.blas_available():
@@ -178,11 +222,11 @@ def test_small_weights_get_several_parts_per_thread_in_backward(monkeypatch):
     x, w = np.zeros((20, 4, 6, 6)), np.zeros((4, 4, 3, 3))
     monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 4 * w.nbytes)
     seen = []
-    fast_conv._by_parts(lambda a, b: seen.append((a, b)), 20, x, 1, w)
+    fast_conv._by_parts(lambda a, b: seen.append((a, b)), 20, x, 1, speed.PARALLEL_MIN_MACS, w)
     assert len(seen) == 2 * fast_conv.CHUNKS_PER_THREAD
     seen.clear()
     monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 4 * w.nbytes - 1)
-    fast_conv._by_parts(lambda a, b: seen.append((a, b)), 20, x, 1, w)
+    fast_conv._by_parts(lambda a, b: seen.append((a, b)), 20, x, 1, speed.PARALLEL_MIN_MACS, w)
     assert len(seen) == 2 * 3
 
 

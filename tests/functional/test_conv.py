@@ -238,7 +238,7 @@ def _forward_backward(case, batch, threads, monkeypatch, dtype=np.float64):
 @needs_openblas
 @pytest.mark.parametrize("batch,threads", [(1, 2), (2, 2), (5, 2), (7, 3), (3, 8)])
 @pytest.mark.parametrize("case", THREAD_CASES, ids=[IDS[CASES.index(c)] for c in THREAD_CASES])
-def test_threads_match_one_thread(blocks, monkeypatch, case, batch, threads):
+def test_threads_match_one_thread(blocks, split_small_batches, monkeypatch, case, batch, threads):
     """Chunks of the batch on several threads give the numbers of one thread, up to rounding: the
     samples are independent, but BLAS may order a product's sums differently for narrower
     matrices, and ∂L/∂W and ∂L/∂b add up the chunks' sums."""
@@ -251,7 +251,7 @@ def test_threads_match_one_thread(blocks, monkeypatch, case, batch, threads):
 
 @needs_openblas
 @pytest.mark.parametrize("stride", [1, 2])  # the input gradient as a correlation, and by col2im
-def test_threads_split_the_batch(monkeypatch, stride):
+def test_threads_split_the_batch(split_small_batches, monkeypatch, stride):
     """With 3 threads a batch of 7 runs as chunks of 2, 2 and 3 samples, on the calling thread and the
     pool threads, with OpenBLAS on one thread; afterwards OpenBLAS has its thread count back."""
     monkeypatch.setenv("MINISE_FAST", "0")  # the textbook path's internals (the fast path's: tests/fast/test_conv.py)
@@ -280,6 +280,27 @@ def test_threads_split_the_batch(monkeypatch, stride):
     caller = threading.current_thread().name
     assert all(thread == caller or thread.startswith("minise-worker") for *_, thread, _ in calls)
     assert all(blas_threads == 1 for *_, blas_threads in calls)
+
+
+@needs_openblas
+@pytest.mark.parametrize("stride", [1, 2])
+def test_too_little_work_per_thread_stays_one_call(monkeypatch, stride):
+    """The textbook path splits the batch only where each part does speed.PARALLEL_MIN_MACS multiply-adds
+    or more, the backward counting one product per gradient: with the limit just above two samples'
+    forward, a batch of 4 runs its forward in one call and its backward in two parts."""
+    monkeypatch.setenv("MINISE_FAST", "0")
+    monkeypatch.setattr(speed, "NUM_THREADS", 2)
+    macs = ((6 - 1) // stride + 1) ** 2 * 4 * 3 * 9  # per sample: 6×6 input, 3 → 4 channels, 3×3, padding 1
+    monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 2 * macs + 1)
+    split = []
+    original = speed.batch_parts
+    monkeypatch.setattr(speed, "batch_parts", lambda *a, **k: split.append(len(original(*a, **k))) or original(*a, **k))
+    case = ((4, 3, 6, 6), (4, 3, 3), stride, 1, 1, 1, True)
+    mine = _forward_backward(case, 4, 2, monkeypatch)
+    assert split == [1, 2]
+    expected = _forward_backward(case, 4, 1, monkeypatch)
+    for k, (m, e) in enumerate(zip(mine, expected)):
+        np.testing.assert_allclose(m, e, rtol=1e-12, atol=1e-12 * np.abs(e).max(), err_msg=f"output {k}")
 
 
 def test_gpu_keeps_one_call(simulated_gpu, monkeypatch):
