@@ -28,7 +28,9 @@ Every buffer of a block (the padded input, the columns, the product) belongs to 
 reused from call to call (growing when a larger one is needed): no fresh allocation per block, so no
 page faults on first touch. The batch is cut into parts of whole blocks, ``CHUNKS_PER_THREAD`` per
 core, which the threads take in turn as each is free (``speed.in_parallel``); each thread writes its
-samples straight into the one output array, and ∂L/∂W is summed part by part in batch order.
+samples straight into the one output array, and ∂L/∂W is summed part by part in batch order. A batch
+with too little work for the threads (``speed.PARALLEL_MIN_MACS`` multiply-adds per part) stays whole,
+on the calling thread, with BLAS held at one thread.
 Grouped convolutions keep the textbook path (``handles``).
 """
 

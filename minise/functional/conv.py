@@ -38,7 +38,8 @@ backward; the columns are rebuilt there.
 **Speed machinery** (``minise.speed``, the op only calls it): on the CPU the columns are built a
 block of samples at a time (``CPU_BLOCK_BYTES``), so they are still in the cache when the product
 reads them, and the batch is cut into one part per core, each part on a thread of its own with
-BLAS on one thread. Neither changes the maths: the numbers are those of one block and one thread
+BLAS on one thread (a conv with too little work per part, ``speed.PARALLEL_MIN_MACS``, stays whole).
+Neither changes the maths: the numbers are those of one block and one thread
 up to rounding (BLAS may order a narrower product's sums differently, and ∂L/∂W adds up the parts).
 The measured effect of each choice is in benchmarks/README.md.
 
