@@ -218,16 +218,18 @@ def batch_parts(x: Any, min_part: int = 1, macs_per_sample: int = 0) -> list[sli
 
 def blas_for_one_part(x: Any, macs_per_sample: int) -> contextlib.AbstractContextManager:
     """The BLAS thread count for work on x's whole batch on the calling thread (one part of
-    ``batch_parts``): held at one thread (``limit_blas_threads(1)``) where the batch was kept whole for
-    too little work (under ``PARALLEL_MIN_MACS`` per thread) while minise runs several threads on the
-    CPU; BLAS's own threads otherwise (``NUM_THREADS`` = 1, or one large sample: an ImageNet image).
+    ``batch_parts``): held at one thread (``limit_blas_threads(1)``) where minise runs several threads
+    on the CPU and a batch of two or more samples was kept whole for too little work (two parts would
+    each do fewer than ``PARALLEL_MIN_MACS`` multiply-adds); BLAS's own threads otherwise
+    (``NUM_THREADS`` = 1, or one sample, which the threads cannot share: an ImageNet image at batch 1).
+    So the held work is always small, under 2·PARALLEL_MIN_MACS, whatever the number of cores.
 
     Why: OpenBLAS's threads spin for a while after a product before they sleep, taking the cores the
     next op's parts run on. Small convs left to BLAS between split ones made SE-ResNet-20's training
     step at batch 16–24 about 20 % slower; held, the same step took what the split one does."""
     n = x.shape[0]
-    if NUM_THREADS > 1 and 0 < n * macs_per_sample < NUM_THREADS * PARALLEL_MIN_MACS \
-            and backend.device_of(x) == "cpu":
+    too_little = macs_per_sample > 0 and 2 <= n < 2 * -(-PARALLEL_MIN_MACS // macs_per_sample)
+    if NUM_THREADS > 1 and too_little and backend.device_of(x) == "cpu":
         return limit_blas_threads(1)
     return contextlib.nullcontext()
 

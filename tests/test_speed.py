@@ -105,7 +105,8 @@ def test_batch_parts_by_work(monkeypatch):
 
 def test_blas_for_one_part_holds_blas_only_for_work_kept_whole_as_too_small(monkeypatch, simulated_gpu):
     """A batch kept whole for too little work runs with BLAS on one thread (its threads would spin on the
-    cores the next split op needs); one minise thread, a large sample or a device array leave BLAS as it is."""
+    cores the next split op needs); one minise thread, one sample (large or small), enough work or a
+    device array leave BLAS as it is."""
     if not speed.blas_available() or speed.blas_num_threads() < 2:
         pytest.skip("needs a controllable BLAS with more than one thread")
     monkeypatch.setattr(speed, "PARALLEL_MIN_MACS", 1000)
@@ -115,9 +116,14 @@ def test_blas_for_one_part_holds_blas_only_for_work_kept_whole_as_too_small(monk
     with speed.blas_for_one_part(x, 499):  # 1996 multiply-adds: under 2 threads × 1000
         assert speed.blas_num_threads() == 1
     assert speed.blas_num_threads() == before
-    for args in [(x, 500), (np.zeros((1, 2)), 10**9), (x, 0), (simulated_gpu.xp.asarray(x), 1)]:
+    for args in [(x, 500), (np.zeros((1, 2)), 10**9), (np.zeros((1, 2)), 1), (x, 0), (simulated_gpu.xp.asarray(x), 1)]:
         with speed.blas_for_one_part(*args):
             assert speed.blas_num_threads() == before, args[1:]
+    monkeypatch.setattr(speed, "NUM_THREADS", 16)  # many cores: still held only for work under two parts' worth
+    with speed.blas_for_one_part(x, 499):
+        assert speed.blas_num_threads() == 1
+    with speed.blas_for_one_part(x, 500):
+        assert speed.blas_num_threads() == before
     monkeypatch.setattr(speed, "NUM_THREADS", 1)
     with speed.blas_for_one_part(x, 1):
         assert speed.blas_num_threads() == before
