@@ -202,15 +202,18 @@ backward from batch 8. SE-ResNet-20 steps, this limit against none (0), alternat
 128; evaluation 0.72, 0.96, 1.03, 1.00 and 0.98 (benchmarks/README.md, fifth round)."""
 
 
+def _samples_for_work(macs_per_sample: int) -> int:
+    """How many samples one part needs to do ``PARALLEL_MIN_MACS`` multiply-adds (1 when the work is not given)."""
+    return -(-PARALLEL_MIN_MACS // macs_per_sample) if macs_per_sample > 0 else 1
+
+
 def batch_parts(x: Any, min_part: int = 1, macs_per_sample: int = 0) -> list[slice]:
     """Contiguous slices of the batch (axis 0), one per thread, each at least ``min_part`` samples and,
     given the multiply-adds per sample of the work, at least ``PARALLEL_MIN_MACS`` of them; just
     [slice(None)] (the whole batch on the calling thread) off the CPU, with one thread or too little
     work, or without a controllable BLAS."""
     n = x.shape[0]
-    if macs_per_sample > 0:
-        min_part = max(min_part, -(-PARALLEL_MIN_MACS // macs_per_sample))
-    t = min(NUM_THREADS, n // max(1, min_part))
+    t = min(NUM_THREADS, n // max(1, min_part, _samples_for_work(macs_per_sample)))
     if t <= 1 or backend.device_of(x) != "cpu" or not blas_available():
         return [slice(None)]
     return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
@@ -228,7 +231,7 @@ def blas_for_one_part(x: Any, macs_per_sample: int) -> contextlib.AbstractContex
     next op's parts run on. Small convs left to BLAS between split ones made SE-ResNet-20's training
     step at batch 16–24 about 20 % slower; held, the same step took what the split one does."""
     n = x.shape[0]
-    too_little = macs_per_sample > 0 and 2 <= n < 2 * -(-PARALLEL_MIN_MACS // macs_per_sample)
+    too_little = macs_per_sample > 0 and 2 <= n < 2 * _samples_for_work(macs_per_sample)
     if NUM_THREADS > 1 and too_little and backend.device_of(x) == "cpu":
         return limit_blas_threads(1)
     return contextlib.nullcontext()

@@ -153,11 +153,6 @@ def _by_parts(fn: Any, n: int, x: np.ndarray, step: int, macs: int, w: np.ndarra
     return speed.in_parallel(lambda s: fn(*s.indices(n)[:2]), split)
 
 
-def _macs(geo: Window, w: np.ndarray, products: int = 1) -> int:
-    """Multiply-adds per sample of ``products`` products the size of the forward's (backward: one per gradient)."""
-    return geo.out_h * geo.out_w * w.size * products
-
-
 def _o_major(w: np.ndarray) -> np.ndarray:
     """W_o[o, (u, v, c)] = W[o, c, u, v], contiguous: W_k = W_oᵀ is a view (BLAS reads it transposed).
 
@@ -195,7 +190,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
                 cols = _plane_columns(x[n0:n1], geo)
                 np.matmul(w_mat, cols, out=y[n0:n1].reshape(n1 - n0, o, -1))
 
-        _by_parts(part, n, x, step, _macs(geo, w))
+        _by_parts(part, n, x, step, geo.macs(w.size))
         return y
     w_k = _o_major(w).T  # a view
     step = _step(x, geo, x.shape[1], w)
@@ -205,7 +200,7 @@ def forward(x: np.ndarray, w: np.ndarray, geo: Window) -> np.ndarray:
             n1 = min(n0 + step, stop)
             _product_into(_rows(x[n0:n1].transpose(0, 2, 3, 1), geo), w_k, y[n0:n1])
 
-    _by_parts(part, n, x, step, _macs(geo, w))
+    _by_parts(part, n, x, step, geo.macs(w.size))
     return y
 
 
@@ -278,7 +273,7 @@ def backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window, need_x: 
                 _col2im_block(gy_rows, w_o, geo, gx[n0:n1])
         return gw_k
 
-    gw_parts = _by_parts(part, n, x, step, _macs(geo, w, need_x + need_w), w if need_w else None)
+    gw_parts = _by_parts(part, n, x, step, geo.macs(w.size) * (need_x + need_w), w if need_w else None)
     if not need_w:
         return gx, None
     gw_k = gw_parts[0]
@@ -458,7 +453,7 @@ def _shifted_forward(x: np.ndarray, w: np.ndarray, geo: Window, y: np.ndarray) -
             n1 = min(n0 + step, stop)
             _sum_rows(_shifts(x[n0:n1], geo), w_rows, geo, y[n0:n1])
 
-    _by_parts(part, x.shape[0], x, step, _macs(geo, w))
+    _by_parts(part, x.shape[0], x, step, geo.macs(w.size))
 
 
 def _moved(shifted: np.ndarray, kh: int, move: int, hw: int) -> np.ndarray:
@@ -503,7 +498,7 @@ def _shifted_backward(x: np.ndarray, w: np.ndarray, gy: np.ndarray, geo: Window,
             gw = _add(gw, products.sum(axis=0))  # one product and one sum per block for all kh window rows
         return gw
 
-    gw_parts = _by_parts(part, x.shape[0], x, step, _macs(geo, w, need_x + need_w), w if need_w else None)
+    gw_parts = _by_parts(part, x.shape[0], x, step, geo.macs(w.size) * (need_x + need_w), w if need_w else None)
     if not need_w:
         return gx, None
     gw = gw_parts[0]

@@ -100,7 +100,7 @@ class Conv2d(Function):
         else:  # y = W_mat X_col, each part of the batch on a thread of its own
             y, _ = speed.over_batch(lambda s: (_correlate(x[s], w, geo, self.groups), None), x,
                                     (x.shape[0], w.shape[0], geo.out_h, geo.out_w), x.dtype,
-                                    macs_per_sample=geo.out_h * geo.out_w * w.size)
+                                    macs_per_sample=geo.macs(w.size))
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
         return y
@@ -133,7 +133,7 @@ class Conv2d(Function):
                 gx_part = _correlate(gy[s], w_flipped, full, self.groups)
             return gx_part, gw_part
 
-        macs = self.geo.out_h * self.geo.out_w * w.size * (need_x + need_w)  # per sample: one product per gradient
+        macs = self.geo.macs(w.size) * (need_x + need_w)  # per sample: one product per gradient
         gx, gw_parts = speed.over_batch(part, x, x.shape if need_x else None, gy.dtype, macs_per_sample=macs)
         gw = None
         if need_w:

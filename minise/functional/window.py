@@ -86,6 +86,11 @@ class Window:
     def out_w(self) -> int:
         return output_size(self.w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1])
 
+    def macs(self, weight_size: int) -> int:
+        """Multiply-adds per sample of a conv over these windows with ``weight_size`` weights (O·C/g·kh·kw):
+        each weight meets every output pixel once."""
+        return self.out_h * self.out_w * weight_size
+
     def check(self, op: str) -> Window:
         """Raise a one-line ValueError (naming ``op``) for settings out of range or windows that do
         not fit in the padded input; return self."""
