@@ -121,11 +121,9 @@ def compile_kernels(numba) -> dict[str, Callable]:
         depth = 3 * c
         for row in prange(n * h):
             i, r = row // h, row % h
+            acc = np.empty((4, o), np.float32)  # one output row's 4 pixels at a time, made once per row
             for j0 in range(0, wd, 4):  # 4 output pixels share each weight read
-                a0 = np.zeros(o, np.float32)
-                a1 = np.zeros(o, np.float32)
-                a2 = np.zeros(o, np.float32)
-                a3 = np.zeros(o, np.float32)
+                acc[:] = 0
                 for u in range(3):
                     line = xp[i, r + u].ravel()  # one padded input row, (W+2)*C numbers
                     wu = w[u]
@@ -136,14 +134,12 @@ def compile_kernels(numba) -> dict[str, Callable]:
                         x3 = line[(j0 + 3) * c + k]
                         for q in range(o):
                             wv = wu[k, q]
-                            a0[q] += x0 * wv
-                            a1[q] += x1 * wv
-                            a2[q] += x2 * wv
-                            a3[q] += x3 * wv
-                y[i, r, j0] = a0
-                y[i, r, j0 + 1] = a1
-                y[i, r, j0 + 2] = a2
-                y[i, r, j0 + 3] = a3
+                            acc[0, q] += x0 * wv
+                            acc[1, q] += x1 * wv
+                            acc[2, q] += x2 * wv
+                            acc[3, q] += x3 * wv
+                for t in range(4):
+                    y[i, r, j0 + t] = acc[t]
 
     return {"bn_forward": bn_forward, "bn_backward": bn_backward, "conv3x3_forward": conv3x3_forward}
 

@@ -15,6 +15,13 @@ def _script(name):
     return module
 
 
+def test_profile_step_prints_the_ops_and_draws_the_chart(tmp_path, capsys):
+    _script("profile_step").main(["--model", "resnet8", "--batch", "2", "--steps", "1", "--size", "8",
+                                  "--out", str(tmp_path / "p.png")])
+    out = capsys.readouterr().out
+    assert "Conv2d" in out and (tmp_path / "p.png").exists()
+
+
 def test_compiled_without_numba_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
     with pytest.raises(SystemExit, match="pip install numba"):

@@ -82,16 +82,3 @@ def test_profile_training_bad_arguments():
         profile.profile_training(model, steps=0)
     with pytest.raises(ValueError, match="no parameters"):
         profile.profile_training(nn.ReLU())
-
-
-def test_benchmark_script(tmp_path, capsys):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "profile_step.py")
-    spec = importlib.util.spec_from_file_location("bench_profile", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--model", "resnet8", "--batch", "2", "--steps", "1", "--size", "8",
-                 "--out", str(tmp_path / "p.png")])
-    out = capsys.readouterr().out
-    assert "Conv2d" in out and (tmp_path / "p.png").exists()
