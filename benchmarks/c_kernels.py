@@ -15,7 +15,7 @@ through ctypes, which lets go of the interpreter lock so minise's threads run th
   OpenBLAS is at its best: a C version written for this ran at 35-45 GFLOP/s, below it).
 - **batch norm** in training: the statistics, y, and the backward, in minise's fast path's formulas.
 
-Three parts (``--only``):
+Two parts (``--only``):
 
 1. **ops**: each kernel against minise's own op and PyTorch's, batch 128, float32, alternated in one
    process, best of ``--repeat``.
