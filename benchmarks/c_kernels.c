@@ -4,8 +4,8 @@
  *
  * Plain C99 with the GCC/Clang vector extension: `vec` is V numbers of type REAL, and `a + b`, `a * b`
  * act on all of them at once; the compiler maps a vec to AVX-512, AVX2 or NEON registers (-march=native).
- * The script builds it twice: REAL=float with V=16 (timed) and REAL=double with V=8 (checked against
- * minise in float64, where rounding cannot hide a wrong formula).
+ * The script builds it twice: REAL=float (timed) and REAL=double (checked against minise in float64,
+ * where rounding cannot hide a wrong formula).
  *
  * conv3x3: y = conv(x, w) for 3×3 windows, stride 1, padding 1, NCHW, channels a multiple of V.
  *   Each input plane is copied into a zero-bordered plane of (H + 2) × (W + 2), flat, so tap (u, v) of
@@ -25,9 +25,18 @@
 #ifndef REAL
 #define REAL float
 #endif
+/* Numbers per vector: a whole AVX-512 register where there is one (32 of them hold conv3x3's 16
+   accumulators of 16 floats); elsewhere 32 bytes, so that the V accumulators of V numbers still fit in
+   AVX2's 16 registers or NEON's 32. */
 #ifndef V
-#define V 16
+#if defined(__AVX512F__)
+#define V ((int)(64 / sizeof(REAL)))
+#else
+#define V ((int)(32 / sizeof(REAL)))
 #endif
+#endif
+
+int vector_lanes(void) { return V; }
 
 typedef REAL vec __attribute__((vector_size(V * sizeof(REAL)), aligned(sizeof(REAL))));
 

@@ -64,10 +64,12 @@ MODES = ("minise", "C conv", "C batch norm", "C conv + batch norm")
 
 
 class Kernels:
-    """The compiled kernels for one dtype (float32: 16 numbers per vector; float64: 8)."""
+    """The compiled kernels for one dtype; ``lanes``: numbers per vector (16 float32 with AVX-512, else 8),
+    of which the conv's channels and batch norm's planes must be a multiple."""
 
-    def __init__(self, library: ctypes.CDLL, dtype: Any, lanes: int) -> None:
-        self.dtype, self.lanes = np.dtype(dtype), lanes
+    def __init__(self, library: ctypes.CDLL, dtype: Any) -> None:
+        library.vector_lanes.restype = ctypes.c_int
+        self.dtype, self.lanes = np.dtype(dtype), library.vector_lanes()
         ptr, num, real = ctypes.c_void_p, ctypes.c_int, ctypes.c_double if dtype == np.float64 else ctypes.c_float
         self._pack, self._conv = library.conv3x3_pack, library.conv3x3
         self._pack.argtypes, self._pack.restype = [ptr, num, num, num, ptr], None
@@ -146,14 +148,13 @@ CFLAGS = "-O3 -march=native"
 def build(compiler: str, directory: str, cflags: str = CFLAGS) -> dict[Any, Kernels]:
     """benchmarks/c_kernels.c compiled twice (float32 and float64) into ``directory`` and loaded."""
     kernels = {}
-    for dtype, real, lanes in ((np.float32, "float", 16), (np.float64, "double", 8)):
+    for dtype, real in ((np.float32, "float"), (np.float64, "double")):
         library = os.path.join(directory, f"c_kernels_{real}.so")
-        command = [compiler, *cflags.split(), "-shared", "-fPIC", f"-DREAL={real}", f"-DV={lanes}",
-                   SOURCE, "-o", library, "-lm"]
+        command = [compiler, *cflags.split(), "-shared", "-fPIC", f"-DREAL={real}", SOURCE, "-o", library, "-lm"]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"c_kernels.py: compiling failed ({' '.join(command)}):\n{done.stderr.strip()}")
-        kernels[np.dtype(dtype)] = Kernels(ctypes.CDLL(library), dtype, lanes)
+        kernels[np.dtype(dtype)] = Kernels(ctypes.CDLL(library), dtype)
     return kernels
 
 
@@ -450,7 +451,8 @@ def main(argv: list[str] | None = None) -> None:
             error = check_step(swap, args.model, rng)
             print(f"checked: every op within {TOLERANCE:g} of minise's in float32; a float64 {args.model} "
                   f"training step's gradients within {error:.1e}")
-            print(f"compiler {compiler}; minise on {speed.NUM_THREADS} threads, "
+            print(f"compiler {compiler} {args.cflags}, {swap.kernels[np.dtype(np.float32)].lanes} float32 per vector; "
+                  f"minise on {speed.NUM_THREADS} threads, "
                   + (f"torch {torch.__version__} on {torch.get_num_threads()}" if torch is not None else "no torch"))
             if args.only in (None, "ops"):
                 ops(swap, torch, args.repeat, rng)

@@ -76,6 +76,21 @@ def _compiler_or_skip():
         pytest.skip(str(missing))
 
 
+def test_c_kernels_without_native_vectors_agree_with_minise_too(tmp_path):
+    """Built for the compiler's default target (no -march: 32-byte vectors, however wide the machine's),
+    the kernels pass both checks as well."""
+    import numpy as np
+
+    script, compiler = _compiler_or_skip()
+    swap = script.Swap(script.build(compiler, str(tmp_path), "-O2"))
+    assert swap.kernels[np.dtype(np.float32)].lanes == 8
+    try:
+        script.check_ops(swap, np.random.default_rng(1), batch=2)
+        assert script.check_step(swap, "resnet20", np.random.default_rng(1), batch=2) <= 1e-12
+    finally:
+        swap.use("minise")
+
+
 def test_c_kernels_agree_with_minise_and_their_checks_catch_a_wrong_one(tmp_path, monkeypatch):
     """The kernels built here pass both checks (every op in float32, a float64 ResNet-20 step's gradients);
     a conv 0.1 % off, or a batch norm whose dL/dgamma is, is stopped by each."""
