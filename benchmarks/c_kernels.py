@@ -80,7 +80,7 @@ class Kernels:
 
     def conv3x3(self, x: np.ndarray, w: np.ndarray, flip: bool = False) -> np.ndarray:
         """conv(x, w), 3x3, stride 1, padding 1; with ``flip``, dL/dx for dL/dy = x (the flipped, transposed w)."""
-        x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+        x, w = np.ascontiguousarray(x, self.dtype), np.ascontiguousarray(w, self.dtype)
         n, c, h, width = x.shape
         o = w.shape[1] if flip else w.shape[0]
         packed = np.empty(o * c * 9, self.dtype)
@@ -96,7 +96,7 @@ class Kernels:
 
     def batchnorm_forward(self, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> tuple:
         """(y, mean, var, invstd) of training batch norm over x (N, C, ...)."""
-        x = np.ascontiguousarray(x)
+        x, gamma, beta = (np.ascontiguousarray(a, self.dtype) for a in (x, gamma, beta))
         n, c = x.shape[:2]
         length = x.size // (n * c)
         y = np.empty_like(x)
@@ -112,7 +112,7 @@ class Kernels:
     def batchnorm_backward(self, gy: np.ndarray, x: np.ndarray, gamma: np.ndarray, mean: np.ndarray,
                            invstd: np.ndarray) -> tuple:
         """(dL/dx, dL/dgamma, dL/dbeta)."""
-        gy = np.ascontiguousarray(gy)
+        gy, x, gamma = (np.ascontiguousarray(a, self.dtype) for a in (gy, x, gamma))
         n, c = gy.shape[:2]
         length = gy.size // (n * c)
         gx, ggamma, gbeta = np.empty_like(gy), np.empty(c, self.dtype), np.empty(c, self.dtype)
