@@ -22,7 +22,8 @@ Two parts (``--only``):
 2. **step**: whole training steps and evaluation forwards of ``--model`` with minise's fast paths for
    the conv and batch norm swapped for the C kernels (either or both; anything a kernel does not cover,
    such as the stem and the stride-2 convs, stays minise's), alternated in one process with unswapped
-   minise steps and PyTorch's, printed as speed relative to PyTorch's.
+   minise steps and PyTorch's, printed as speed relative to PyTorch's; then the peak memory of one
+   training step in each mode.
 
 Every kernel is checked against minise before anything is timed: each op in float32 (relative error at
 most 1e-4) at the shapes the network uses, and one whole training step's gradients in float64 (the same
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -420,6 +422,21 @@ def steps(swap: Swap, torch: Any, model_name: str, batch: int, rounds: int, rng:
                 line += (f"   speed / PyTorch's: best {min(reference) / min(t):.2f}, "
                          f"median {statistics.median(reference) / statistics.median(t):.2f}")
             print(line, flush=True)
+    print(f"peak memory of one {model_name} training step (tracemalloc: NumPy's arrays, not the kernels' own "
+          "few hundred KiB per thread): " + ", ".join(f"{mode} {peak_mb(train_runs[mode]):.0f} MB" for mode in MODES))
+
+
+def peak_mb(run: Callable[[], None]) -> float:
+    """MB allocated at the peak of ``run()`` beyond what was allocated before it (NumPy reports its arrays
+    to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        run()
+        return (tracemalloc.get_traced_memory()[1] - base) / 2**20
+    finally:
+        tracemalloc.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,3 +118,16 @@ def test_c_kernels_agree_with_minise_and_their_checks_catch_a_wrong_one(tmp_path
             script.check_ops(swap, np.random.default_rng(0), batch=2)
     finally:
         swap.use("minise")
+
+
+def test_c_kernels_runs_end_to_end(capsys):
+    """The whole script on a small batch: checks, op rows skipped, steps of every mode and the peak memory."""
+    torch = pytest.importorskip("torch")
+    script, _ = _compiler_or_skip()
+    threads = torch.get_num_threads()  # the script gives torch minise's threads; the other tests run it on one
+    try:
+        script.main(["--only", "step", "--model", "resnet20", "--batch", "2", "--steps", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "checked: every op" in out and "C conv + batch norm" in out and "peak memory" in out
