@@ -41,14 +41,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # minise
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # models.py: PyTorch's networks
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the other scripts: models.py, ops.py
+
+from ops import peak_mb  # benchmarks/ops.py: tracemalloc's peak during a call
 
 import minise
 import minise.fast.batchnorm as fast_bn
@@ -422,21 +423,9 @@ def steps(swap: Swap, torch: Any, model_name: str, batch: int, rounds: int, rng:
                 line += (f"   speed / PyTorch's: best {min(reference) / min(t):.2f}, "
                          f"median {statistics.median(reference) / statistics.median(t):.2f}")
             print(line, flush=True)
+    peaks = ", ".join(f"{mode} {peak_mb(train_runs[mode], 'cpu'):.0f} MB" for mode in MODES)
     print(f"peak memory of one {model_name} training step (tracemalloc: NumPy's arrays, not the kernels' own "
-          "few hundred KiB per thread): " + ", ".join(f"{mode} {peak_mb(train_runs[mode]):.0f} MB" for mode in MODES))
-
-
-def peak_mb(run: Callable[[], None]) -> float:
-    """MB allocated at the peak of ``run()`` beyond what was allocated before it (NumPy reports its arrays
-    to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        run()
-        return (tracemalloc.get_traced_memory()[1] - base) / 2**20
-    finally:
-        tracemalloc.stop()
+          f"few hundred KiB per thread): {peaks}")
 
 
 def main(argv: list[str] | None = None) -> None:
