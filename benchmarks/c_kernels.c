@@ -77,8 +77,8 @@ int conv3x3(const REAL *x, const REAL *wp, REAL *y, int n0, int n1, int c, int o
         free(out);
         return 1;
     }
+    memset(xp, 0, (size_t)c * ps * sizeof(REAL)); /* the borders, once: each sample writes only inside them */
     for (int n = n0; n < n1; n++) {
-        memset(xp, 0, (size_t)c * ps * sizeof(REAL));
         for (int ch = 0; ch < c; ch++)
             for (int i = 0; i < h; i++)
                 memcpy(xp + ch * ps + (size_t)(i + 1) * wpad + 1, x + (((size_t)n * c + ch) * h + i) * w,

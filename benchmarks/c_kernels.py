@@ -129,8 +129,8 @@ class Kernels:
 
 
 def _batch_slices(n: int) -> list[slice]:
-    """The batch in parts, four per thread, taken in turn by whichever thread is free (as minise's conv)."""
-    k = min(n, 4 * speed.NUM_THREADS)
+    """The batch in parts, taken in turn by whichever thread is free, as many per thread as minise's conv."""
+    k = min(n, fast_conv.CHUNKS_PER_THREAD * speed.NUM_THREADS)
     return [slice(i * n // k, (i + 1) * n // k) for i in range(k)]
 
 
@@ -217,13 +217,10 @@ class Swap:
 
 
 # ---------------------------------------------------------------------- checks
-def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-30))
-
-
 def check(name: str, ours: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE) -> None:
-    """Stop (exit 1) when a C result differs from minise's by more than rounding."""
-    error = relative_error(ours, reference)
+    """Stop (exit 1) when a C result differs from minise's by more than rounding (the largest difference
+    relative to the largest value)."""
+    error = float(np.abs(ours - reference).max() / max(np.abs(reference).max(), 1e-30))
     if not error <= tolerance:
         raise SystemExit(f"c_kernels.py: {name} differs from minise's (relative error {error:.1e} > {tolerance:g})")
 
