@@ -55,15 +55,15 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
     dtype = x.dtype.type
     m = n * length
     rows = x.reshape(n, c * length)
-    y = np.empty(rows.shape, dtype=x.dtype)
-    mean, invstd = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
+    y = np.empty(rows.shape, dtype=x.dtype)  # cpu-only
+    mean, invstd = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)  # cpu-only
 
     def part(s: slice) -> None:  # the channels s (independent of the others): columns of the rows
         cols, k = slice(s.start * length, s.stop * length), s.stop - s.start
         xs = rows[:, cols]
         if not op.training:  # fixed μ and σ²: y = x·(γ/σ) + (β − μ·γ/σ), two passes over each block, not three
             mean[s] = op.running_mean[s]
-            invstd[s] = 1 / np.sqrt(op.running_var[s].astype(x.dtype) + dtype(op.eps))
+            invstd[s] = 1 / np.sqrt(op.running_var[s].astype(x.dtype) + dtype(op.eps))  # cpu-only
             a = invstd[s] if gamma is None else gamma[s] * invstd[s]
             a_row, shift_row = _row(a, length), _row(-mean[s] * a if beta is None else beta[s] - mean[s] * a, length)
             for b in speed.sample_blocks(xs):
@@ -73,7 +73,7 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
             return
         mean[s] = _planes_sum(xs, k).sum(axis=0) / dtype(m)
         mean_row = _row(mean[s], length)
-        squares = np.empty((n, k), dtype=x.dtype)  # Σ_l (x − μ)² of each (n, c) plane
+        squares = np.empty((n, k), dtype=x.dtype)  # cpu-only; Σ_l (x − μ)² of each (n, c) plane
         tmp = None
         for b in speed.sample_blocks(xs):
             tmp = _buffer(tmp, xs[b])
@@ -81,7 +81,7 @@ def forward(op: Any, x: Any, gamma: Any, beta: Any) -> Any:
             _planes_dot(tmp, tmp, k, out=squares[b])
         var = squares.sum(axis=0) / dtype(m)
         op.update_running_stats(mean[s], var, m, s)
-        invstd[s] = 1 / np.sqrt(var + dtype(op.eps))
+        invstd[s] = 1 / np.sqrt(var + dtype(op.eps))  # cpu-only
         a_row = _row(invstd[s] if gamma is None else gamma[s] * invstd[s], length)  # γ/σ
         beta_row = None if beta is None else _row(beta[s], length)
         for b in speed.sample_blocks(xs):
@@ -107,9 +107,9 @@ def backward(op: Any, gy: Any) -> tuple[Any, Any, Any]:
     g = gy.reshape(n, c * length)
     want_sum = need_b or (need_x and op.training)  # Σ g
     want_dot = need_w or (need_x and op.training)  # Σ g·x̂
-    gx = np.empty(g.shape, dtype=gy.dtype) if need_x else None
-    gw = np.empty(c, dtype=gy.dtype) if need_w else None
-    gb = np.empty(c, dtype=gy.dtype) if need_b and op.has_bias else None
+    gx = np.empty(g.shape, dtype=gy.dtype) if need_x else None  # cpu-only
+    gw = np.empty(c, dtype=gy.dtype) if need_w else None  # cpu-only
+    gb = np.empty(c, dtype=gy.dtype) if need_b and op.has_bias else None  # cpu-only
 
     def part(s: slice) -> None:  # the channels s
         cols, k = slice(s.start * length, s.stop * length), s.stop - s.start
