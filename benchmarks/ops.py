@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import minise.fast.conv as fast_conv
 import minise.functional as F
 import minise.functional.conv as conv_module
 from minise import Tensor, backend, speed
@@ -135,14 +136,16 @@ def main() -> None:
     parser.add_argument("--imagenet-batch", type=int, default=8, help="batch of the ImageNet-stage conv rows")
     parser.add_argument("--imagenet-repeat", type=int, default=4, help="rounds for the ImageNet-stage rows")
     parser.add_argument("--block-kib", type=int, default=None,
-                        help="minise's CPU column block size (default: minise.functional.conv.CPU_BLOCK_BYTES)")
+                        help="minise's CPU column block size, textbook and fast paths "
+                             "(default: half a core's L2 cache, minise.speed.default_block_bytes())")
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's malloc as it is (default: keep freed memory, as the minise command does)")
     args = parser.parse_args()
     if not args.default_allocator:
         speed.keep_freed_memory()  # both frameworks' repeated arrays reuse memory instead of faulting fresh pages
     if args.block_kib:
-        conv_module.CPU_BLOCK_BYTES = args.block_kib << 10
+        conv_module.CPU_BLOCK_BYTES = fast_conv.BLOCK_BYTES = args.block_kib << 10
+    block_bytes = conv_module.CPU_BLOCK_BYTES or speed.default_block_bytes()
 
     import torch  # benchmarks may use torch; the package never does
     import torch.nn.functional as TF
@@ -161,7 +164,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = args.batch
     print(f"device {device}, float32, batch {n}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"minise CPU blocks of {conv_module.CPU_BLOCK_BYTES >> 10} KiB, best of {args.repeat}")
+          f"minise CPU blocks of {block_bytes >> 10} KiB, best of {args.repeat}")
     print(f"{'op (forward + backward)':40s} {'minise ms':>10s} {'torch ms':>9s} {'ratio':>6s} "
           f"{'minise peak MB':>15s} {'cols kept MB':>13s}")
 

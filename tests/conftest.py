@@ -80,6 +80,49 @@ def device(request: pytest.FixtureRequest):
         yield request.param
 
 
+def _test_l2_bytes() -> int | None:
+    """The L2 cache size the tests see: ``MINISE_TEST_L2_CACHE`` (bytes, or "machine" for this
+    machine's own), default 2 MiB. .ci/run runs the speed tests under other sizes too."""
+    setting = os.environ.get("MINISE_TEST_L2_CACHE", str(2 << 20)).strip()
+    if setting == "machine":
+        return None
+    try:
+        size = int(setting)
+    except ValueError:
+        raise pytest.UsageError(f"MINISE_TEST_L2_CACHE: a number of bytes or 'machine', got {setting!r}") from None
+    if size < 1:
+        raise pytest.UsageError(f"MINISE_TEST_L2_CACHE must be positive, got {size}")
+    return size
+
+
+TEST_L2_BYTES = _test_l2_bytes()
+
+
+@pytest.fixture(autouse=True)
+def pinned_cache_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees the same L2 cache size (``TEST_L2_BYTES``), not the one of the machine it runs on:
+    the block sizes of the fast paths follow it, and a test's expectations must not change with the CPU."""
+    if TEST_L2_BYTES is not None:
+        from minise import speed
+
+        monkeypatch.setattr(speed, "_l2_cache_bytes", lambda: TEST_L2_BYTES)
+
+
+@pytest.fixture
+def machine_cache_size(monkeypatch: pytest.MonkeyPatch):
+    """For the tests of the cache probe itself: ``speed._l2_cache_bytes`` is the real one again (it
+    reads this machine's sysfs), and the fixture's value is that function."""
+    from minise import speed
+
+    monkeypatch.setattr(speed, "_l2_cache_bytes", _machine_l2_cache_bytes)
+    return _machine_l2_cache_bytes
+
+
+from minise import speed as _speed  # noqa: E402 - after the fixtures that patch it
+
+_machine_l2_cache_bytes = _speed._l2_cache_bytes  # the real probe, before any test replaces it
+
+
 @pytest.fixture
 def split_small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every conv's batch cut over the threads however little its work (``speed.PARALLEL_MIN_MACS``

@@ -47,9 +47,15 @@ from ..functional.window import Window
 
 SOLVES = ("conv/forward", "conv/backward")
 
-BLOCK_BYTES = speed.default_block_bytes()
-"""Bytes of columns per block (passed to ``speed.block_size``): half a core's L2 cache, as the textbook
-path (1 and 2 MiB measured alike; the smaller holds less memory); tests lower it to run many blocks."""
+BLOCK_BYTES: int | None = None
+"""Bytes of columns per block (passed to ``speed.block_size``); None: ``speed.default_block_bytes()``,
+half a core's L2 cache, as the textbook path (1 and 2 MiB measured alike; the smaller holds less
+memory), read when a conv runs. Tests set it to run many blocks."""
+
+
+def _block_bytes() -> int:
+    """BLOCK_BYTES, or the machine's default block size where it is None."""
+    return speed.default_block_bytes() if BLOCK_BYTES is None else BLOCK_BYTES
 
 _local = threading.local()
 
@@ -124,7 +130,7 @@ def _step(x: np.ndarray, geo: Window, channels: int, w: np.ndarray) -> int:
     that each product reads (and ∂L/∂W adds up) the weight over enough pixels (512 channels at 7×7:
     one sample's columns are a tenth of the weight)."""
     k = geo.kernel[0] * geo.kernel[1] * channels
-    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, max(BLOCK_BYTES, w.nbytes))
+    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, max(_block_bytes(), w.nbytes))
 
 
 CHUNKS_PER_THREAD = 4
@@ -142,7 +148,7 @@ def _by_parts(fn: Any, n: int, x: np.ndarray, step: int, macs: int, w: np.ndarra
     thread gets at most BLOCK_BYTES // w.nbytes parts (one for ImageNet's 512→512 3×3)."""
     split = speed.batch_parts(x, macs_per_sample=macs)
     blocks = -(-n // step)
-    per_thread = CHUNKS_PER_THREAD if w is None else max(1, min(CHUNKS_PER_THREAD, BLOCK_BYTES // w.nbytes))
+    per_thread = CHUNKS_PER_THREAD if w is None else max(1, min(CHUNKS_PER_THREAD, _block_bytes() // w.nbytes))
     if len(split) > 1 and blocks > len(split) and per_thread > 1:  # runs of whole blocks
         k = min(blocks, per_thread * len(split))
         edges = [min(n, (j * blocks // k) * step) for j in range(k + 1)]
@@ -339,7 +345,7 @@ memory-bound, so the block is kept small enough for the columns to stay in the c
 
 def _planes_step(x: np.ndarray, geo: Window) -> int:
     k = geo.kernel[0] * geo.kernel[1] * x.shape[1]
-    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, min(BLOCK_BYTES, PLANES_BLOCK_BYTES))
+    return speed.block_size(x, geo.out_h * geo.out_w * k * x.itemsize, min(_block_bytes(), PLANES_BLOCK_BYTES))
 
 
 def _plane_columns(x: Any, geo: Window) -> np.ndarray:
@@ -396,7 +402,7 @@ def _shifted(x: np.ndarray, geo: Window, min_channels: int = 1) -> bool:
 def _shifted_step(x: np.ndarray, geo: Window, channels: int) -> int:
     """Samples per block: about PLANES_BLOCK_BYTES of shifted planes and products."""
     per_sample = (geo.kernel[1] * x.shape[1] + geo.kernel[0] * channels) * (geo.h + 2 * geo.padding[0]) * geo.w
-    return speed.block_size(x, per_sample * x.itemsize, min(BLOCK_BYTES, PLANES_BLOCK_BYTES))
+    return speed.block_size(x, per_sample * x.itemsize, min(_block_bytes(), PLANES_BLOCK_BYTES))
 
 
 def _shifts(src: np.ndarray, geo: Window) -> np.ndarray:

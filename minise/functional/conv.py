@@ -61,9 +61,10 @@ __all__ = ["conv2d", "conv2d_reference", "Conv2d", "Conv2dReference", "conv_outp
 
 conv_output_size = output_size  # the formula lives in window.py
 
-CPU_BLOCK_BYTES = speed.default_block_bytes()
-"""Size of one block of columns on the CPU (half a core's L2 cache; passed to
-``minise.speed.block_size``); tests lower it to exercise many blocks."""
+CPU_BLOCK_BYTES: int | None = None
+"""Size of one block of columns on the CPU (passed to ``minise.speed.block_size``); None: half a
+core's L2 cache (``minise.speed.default_block_bytes()``, read when a conv runs). Tests lower it to
+exercise many blocks."""
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
@@ -238,7 +239,8 @@ def _check(x: Any, w: Any, b: Any, stride: tuple[int, int], padding: tuple[int, 
 
 def _block_size(x: Any, bytes_per_sample: int) -> int:
     """How many samples go into one block of columns (see ``minise.speed.block_size``)."""
-    return speed.block_size(x, bytes_per_sample, CPU_BLOCK_BYTES)
+    budget = speed.default_block_bytes() if CPU_BLOCK_BYTES is None else CPU_BLOCK_BYTES
+    return speed.block_size(x, bytes_per_sample, budget)
 
 
 def _grid(x: Any, geo: _Geometry) -> Any:

@@ -122,10 +122,13 @@ def test_many_blocks_and_two_threads(split_small_batches, case, monkeypatch):
                          ids=[IDS[0], IDS[2], IDS[11], IDS[15], IDS[17]])
 def test_parts_run_on_pool_threads_with_blas_on_one_thread(split_small_batches, monkeypatch, case):
     """With 3 threads a batch of 7 runs as parts of 2, 2 and 3 samples on the calling thread and the pool
-    threads, BLAS on one thread meanwhile; afterwards BLAS has its thread count back."""
+    threads, BLAS on one thread meanwhile; afterwards BLAS has its thread count back. Blocks larger than
+    the batch (whatever the machine's cache), so each part is one block: one padded input per part."""
     if not speed.blas_available():
         pytest.skip("no controllable BLAS: the batch is not cut")
     monkeypatch.setattr(speed, "NUM_THREADS", 3)
+    monkeypatch.setattr(fast_conv, "BLOCK_BYTES", 1 << 30)
+    monkeypatch.setattr(fast_conv, "PLANES_BLOCK_BYTES", 1 << 30)
     seen = []
     original = fast_conv._buffer
 
