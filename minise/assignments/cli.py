@@ -109,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
                              tests_dir=args.tests, time_limit=args.time_limit, timeout=args.timeout,
                              sandbox=args.sandbox, user=args.user, progress=print)
             print(f"gradebook written to {args.out}: {len(rows)} rows")
+            failed = sorted({r["student"] for r in rows if r["status"] == "error" and r["score"] is None})
+            if failed:
+                print(f"minise assignments: error: {len(failed)} submission(s) could not be graded "
+                      f"(status 'error' in the gradebook): {', '.join(failed[:10])}", file=sys.stderr)
+                return 1
             return 0
         from . import gradescope  # noqa: PLC0415 - only the Gradescope commands need it
 

@@ -146,6 +146,10 @@ def _readable_by_all(root: Path) -> None:
             os.chmod(os.path.join(dirpath, name), 0o644)
 
 
+class SandboxStartError(AssignmentError):
+    """The sandbox did not start, twice: the submission is an error, never a score."""
+
+
 # ------------------------------------------------------------------ one sandboxed pytest run
 @dataclass
 class _Session:
@@ -153,6 +157,7 @@ class _Session:
     output: str = ""
     returncode: int | None = None
     collected: bool = False
+    launched: bool = False             # the launcher ran inside the sandbox (before any student code)
     finished: set[str] = field(default_factory=set)
     killed: str | None = None          # why the grader ended the run early
     lost_test: str | None = None       # the test running when the run was killed or died
@@ -238,8 +243,11 @@ def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chos
                     continue
                 if not isinstance(e, dict) or not isinstance(e.get("event"), str):
                     continue
-                s.events.append(e)
                 kind = e["event"]
+                if kind == "launched" and not s.events:
+                    s.launched = True
+                    continue
+                s.events.append(e)
                 if kind == "collected":
                     s.collected, since = True, time.monotonic()
                 elif kind == "selected" and isinstance(e.get("test"), str):
@@ -307,7 +315,14 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
         _readable_by_all(run_dir)
 
         def session(only: list[str] | None) -> _Session:
-            return _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+            # a sandbox that does not start (bwrap out of namespaces under load) is tried once more, then
+            # the grading stops with an error: a run that never started is not a score of 0
+            for attempt in (1, 2):
+                s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+                if s.launched:
+                    return s
+            first = next((line for line in s.output.splitlines() if line.strip()), f"exit code {s.returncode}")
+            raise SandboxStartError(f"the {box.kind} sandbox did not start (tried twice): {first.strip()[:300]}")
 
         sessions = [session(None)]
         selected = {e["test"]: [str(p) for p in e["parts"]] for e in sessions[0].events
