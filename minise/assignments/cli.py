@@ -26,8 +26,8 @@ def _grading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"seconds the whole grading of one student may take (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--sandbox", choices=MODES, default="auto",
-                   help="bwrap: bubblewrap namespaces (required); none: degraded, no namespaces (warned); "
-                        "auto (default): bwrap where it works, else none with a warning")
+                   help="auto (default) or bwrap: bubblewrap namespaces, an error if they cannot start; "
+                        "none: no namespaces (a self-check on your own machine; warned and recorded)")
     p.add_argument("--user", metavar="NAME|UID",
                    help="the unprivileged user student code runs as when grading as root (default nobody)")
 

@@ -317,7 +317,7 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
         def session(only: list[str] | None) -> _Session:
             # a sandbox that does not start (bwrap out of namespaces under load) is tried once more, then
             # the grading stops with an error: a run that never started is not a score of 0
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
                 if s.launched:
                     return s

@@ -82,8 +82,10 @@ class Sandbox:
         launcher += ["--", *pytest_args]
         if self.kind == "none":
             return launcher
-        args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-                "--unshare-uts", "--unshare-cgroup-try", "--hostname", "minise-grader"]
+        # the bwrap on the grader's PATH (the one the probe tried), not one on the sandbox's own PATH
+        args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-pid",
+                "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--hostname", "minise-grader"]
         if os.geteuid() != 0:
             args.append("--unshare-user")
         args += _filesystem(run_dir, limits)

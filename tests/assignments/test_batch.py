@@ -78,8 +78,10 @@ def test_grade_all_gives_every_submission_its_rows(tmp_path, submissions, capsys
     assert "not a folder or an archive" in reasons["frank.txt"]
     assert "cannot unpack" in reasons["gina"]
     assert "could not" in reasons["hugo"]
-    for s in ("carol", "dan", "erin", "frank.txt", "gina", "hugo"):
+    for s in ("carol", "erin", "frank.txt", "gina"):  # not graded at all: no score
         assert by[s, "autograd"]["status"] == "error" and by[s, "autograd"]["score"] == "", s
+    for s in ("dan", "hugo"):  # graded, but their package could not load: 0
+        assert by[s, "autograd"]["status"] == "error" and by[s, "autograd"]["score"] == "0.0", s
     assert not (tmp_path / "escaped.txt").exists() and not (submissions.parent / "escaped.txt").exists()
     assert not list(tmp_path.glob("**/pwned*"))
 
