@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import importlib.util
 import os
 import sys
 import time
@@ -37,6 +38,16 @@ def test_without_bubblewrap_the_grader_refuses(monkeypatch):
     for mode in ("auto", "bwrap"):
         with pytest.raises(A.AssignmentError, match=f"--sandbox {mode}: bubblewrap \\(bwrap\\) is not installed"):
             A.choose_sandbox(mode)
+
+
+def test_without_pytorch_the_grader_says_in_one_line_what_to_install(tmp_path, monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    student = reference_copy(tmp_path / "student")
+    assert A.main(["grade", str(student), "--tests", str(tiny_tests(tmp_path / "instructor"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.endswith("pip install torch --index-url https://download.pytorch.org/whl/cpu")
 
 
 # ------------------------------------------------------------------ fault injection: the grader fails closed
