@@ -28,7 +28,7 @@ from typing import Any
 
 from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, grade, write_atomically
 from .markers import ASSIGNMENTS, AssignmentError
-from .sandbox import Sandbox, choose_sandbox
+from .sandbox import MODES, Sandbox
 
 __all__ = ["grade_all", "extract_archive", "ARCHIVES", "MAX_MEMBERS", "MAX_UNPACKED_BYTES", "COLUMNS"]
 
@@ -170,8 +170,10 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if not entries:
         raise AssignmentError(f"{folder} holds no submissions")
-    box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
-    options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=box)
+    if not isinstance(sandbox, Sandbox) and sandbox not in MODES:
+        raise AssignmentError(f"unknown sandbox {sandbox!r}; expected one of {', '.join(MODES)}")
+    # the sandbox is chosen (bwrap probed) again for each student: no verdict outlives one student's run
+    options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=sandbox, user=user)
     chosen = sorted(only) if only else list(ASSIGNMENTS)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()
@@ -198,7 +200,8 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
 
 def _row(student: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
     if "error" in result:
-        return {"student": student, "assignment": name, "score": 0.0, "passed": 0, "total": 0, "status": "error",
+        # not graded (the sandbox did not start, no package, ...): no score, which the CSV leaves blank
+        return {"student": student, "assignment": name, "score": None, "passed": 0, "total": 0, "status": "error",
                 "reason": result["error"].splitlines()[0][:300]}
     a = result["assignments"][name]
     reason = a["errors"][0].splitlines()[0][:300] if a["errors"] else ""

@@ -26,8 +26,8 @@ def _grading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"seconds the whole grading of one student may take (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--sandbox", choices=MODES, default="auto",
-                   help="bwrap: bubblewrap namespaces (required); none: degraded, no namespaces (warned); "
-                        "auto (default): bwrap where it works, else none with a warning")
+                   help="auto (default) or bwrap: bubblewrap namespaces, an error if they cannot start; "
+                        "none: no namespaces (a self-check on your own machine; warned and recorded)")
     p.add_argument("--user", metavar="NAME|UID",
                    help="the unprivileged user student code runs as when grading as root (default nobody)")
 
@@ -109,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
                              tests_dir=args.tests, time_limit=args.time_limit, timeout=args.timeout,
                              sandbox=args.sandbox, user=args.user, progress=print)
             print(f"gradebook written to {args.out}: {len(rows)} rows")
+            failed = sorted({r["student"] for r in rows if r["status"] == "error" and r["score"] is None})
+            if failed:
+                print(f"minise assignments: error: {len(failed)} submission(s) could not be graded "
+                      f"(status 'error' in the gradebook): {', '.join(failed[:10])}", file=sys.stderr)
+                return 1
             return 0
         from . import gradescope  # noqa: PLC0415 - only the Gradescope commands need it
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -146,6 +148,10 @@ def _readable_by_all(root: Path) -> None:
             os.chmod(os.path.join(dirpath, name), 0o644)
 
 
+class SandboxStartError(AssignmentError):
+    """The sandbox did not start, twice: the submission is an error, never a score."""
+
+
 # ------------------------------------------------------------------ one sandboxed pytest run
 @dataclass
 class _Session:
@@ -153,6 +159,7 @@ class _Session:
     output: str = ""
     returncode: int | None = None
     collected: bool = False
+    launched: bool = False             # the launcher ran inside the sandbox (before any student code)
     finished: set[str] = field(default_factory=set)
     killed: str | None = None          # why the grader ended the run early
     lost_test: str | None = None       # the test running when the run was killed or died
@@ -238,8 +245,11 @@ def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chos
                     continue
                 if not isinstance(e, dict) or not isinstance(e.get("event"), str):
                     continue
-                s.events.append(e)
                 kind = e["event"]
+                if kind == "launched" and not s.events:
+                    s.launched = True
+                    continue
+                s.events.append(e)
                 if kind == "collected":
                     s.collected, since = True, time.monotonic()
                 elif kind == "selected" and isinstance(e.get("test"), str):
@@ -307,7 +317,14 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
         _readable_by_all(run_dir)
 
         def session(only: list[str] | None) -> _Session:
-            return _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+            # a sandbox that does not start (bwrap out of namespaces under load) is tried once more, then
+            # the grading stops with an error: a run that never started is not a score of 0
+            for _attempt in (1, 2):
+                s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+                if s.launched:
+                    return s
+            first = next((line for line in s.output.splitlines() if line.strip()), f"exit code {s.returncode}")
+            raise SandboxStartError(f"the {box.kind} sandbox did not start (tried twice): {first.strip()[:300]}")
 
         sessions = [session(None)]
         selected = {e["test"]: [str(p) for p in e["parts"]] for e in sessions[0].events
@@ -399,6 +416,9 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     if not files:
         raise AssignmentError(f"no graded tests (marked @pytest.mark.assignment) in {tests}")
     reference_pkg = Path(reference_dir).resolve() if reference_dir is not None else Path(__file__).resolve().parents[1]
+    if importlib.util.find_spec("torch") is None:  # the graded tests' oracle; without it they could not even load
+        raise AssignmentError(f"the graded tests compare with PyTorch, which {sys.executable} does not have; "
+                              "install its CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu")
     chosen = sorted(only) if only else list(ASSIGNMENTS)
     box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
     limits = limits or Limits(cpu_seconds=int(timeout) + 60)

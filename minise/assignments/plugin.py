@@ -218,6 +218,7 @@ def _launch(argv: list[str]) -> None:
             pass
         else:
             raise SystemExit("minise grader: privileges came back after dropping them")
+    _channel.send(event="launched")  # the sandbox started: the grader tells this from a failed start
     os.execv(sys.executable, [sys.executable, "-m", "pytest", *pytest_args])
 
 

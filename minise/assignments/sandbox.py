@@ -2,7 +2,7 @@
 
 A grading run starts ``python _minise_grader.py`` (the launcher of :mod:`.plugin`) in one of two ways:
 
-``bwrap`` (the default wherever it works): bubblewrap, from the distribution's packages
+``bwrap`` (the default; ``auto`` is the same): bubblewrap, from the distribution's packages
 (``apt-get install bubblewrap``), builds a new mount, PID, network, IPC and UTS namespace. Inside
 it only ``/usr``, the Python installation and the grading folder exist, all read-only, the grading
 folder at ``/grade``; ``/tmp`` is a private, size-capped tmpfs; the network has only a loopback
@@ -12,14 +12,18 @@ size, no core files) and, when the grader is root, drops to the unprivileged uid
 default) before pytest and the student's code start. When bwrap (PID 1's parent) ends, the kernel
 kills every process in the PID namespace, so nothing the student started outlives the run.
 
-``none`` (degraded, with a warning naming each missing protection): the same launcher, limits and
-uid drop (where the uid can reach the Python interpreter), in a process group of its own that is
-killed at the end; but no private filesystem, network or PID namespace.
+If bubblewrap is missing or cannot start a sandbox, grading stops with an error naming the cause:
+it never falls back to running student code unconfined. Nothing about whether bwrap works is
+cached: each student's run asks again.
+
+``none`` (only when asked for by name, e.g. a student's self-check on a laptop; warned, and recorded
+in grades.json): the same launcher, limits and uid drop, in a process group of its own that is
+killed at the end; but no private filesystem, network or PID namespace. Student code never runs as
+root in any mode: a root grader that cannot drop to a uid able to run Python refuses to grade.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import pwd
 import shutil
@@ -78,8 +82,10 @@ class Sandbox:
         launcher += ["--", *pytest_args]
         if self.kind == "none":
             return launcher
-        args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
-                "--unshare-uts", "--unshare-cgroup-try", "--hostname", "minise-grader"]
+        # the bwrap on the grader's PATH (the one the probe tried), not one on the sandbox's own PATH
+        args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-pid",
+                "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                "--hostname", "minise-grader"]
         if os.geteuid() != 0:
             args.append("--unshare-user")
         args += _filesystem(run_dir, limits)
@@ -144,7 +150,6 @@ def _resolve_user(user: str | int | None) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-@functools.cache
 def _bwrap_works() -> str | None:
     """None if a bwrap sandbox starts here, else why not."""
     if shutil.which("bwrap") is None:
@@ -161,7 +166,6 @@ def _bwrap_works() -> str | None:
     return None
 
 
-@functools.cache
 def _uid_can_run_python(uid: int, gid: int) -> bool:
     try:
         proc = subprocess.run([sys.executable, "-c", "pass"], user=uid, group=gid, extra_groups=[],
@@ -172,9 +176,10 @@ def _uid_can_run_python(uid: int, gid: int) -> bool:
 
 
 def choose_sandbox(mode: str = "auto", user: str | int | None = None) -> Sandbox:
-    """The sandbox for grading on this machine. ``mode``: "auto" (bwrap if it works, else "none" with a
-    warning), "bwrap" (an error if it does not work) or "none" (degraded, warned). ``user``: the
-    unprivileged user to run student code as when the grader is root (default ``nobody``)."""
+    """The sandbox for grading on this machine, probed now (never cached). ``mode``: "auto" or "bwrap"
+    (an error naming the cause if bubblewrap cannot start here; never a fallback) or "none" (explicit,
+    unconfined, warned). ``user``: the unprivileged user to run student code as when the grader is root
+    (default ``nobody``); a root grader whose user cannot run Python is an error, never a run as root."""
     if mode not in MODES:
         raise AssignmentError(f"unknown sandbox {mode!r}; expected one of {', '.join(MODES)}")
     notes: list[str] = []
@@ -187,18 +192,17 @@ def choose_sandbox(mode: str = "auto", user: str | int | None = None) -> Sandbox
         why_not = _bwrap_works()
         if why_not is None:
             kind = "bwrap"
-        elif mode == "bwrap":
-            raise AssignmentError(f"--sandbox bwrap: {why_not}")
         else:
-            notes.append(why_not)
+            raise AssignmentError(f"--sandbox {mode}: {why_not}; refusing to grade without the sandbox "
+                                  "(--sandbox none runs student code unconfined, for a self-check on your own machine)")
     if kind == "none":
         notes.append("UNSANDBOXED: student code runs without a private filesystem, network or PID namespace: "
                      "it can read (and, where its uid may, write) files outside the grading folder, reach the "
                      "network, and processes that start their own session can outlive the run")
         if uid_gid is not None and not _uid_can_run_python(*uid_gid):
-            notes.append(f"cannot drop to uid {uid_gid[0]}: it cannot run the Python interpreter "
-                         f"{sys.executable}; STUDENT CODE RUNS AS ROOT")
-            uid_gid = None
+            raise AssignmentError(f"cannot drop to uid {uid_gid[0]}: it cannot run the Python interpreter "
+                                  f"{sys.executable} (a virtual environment in root's home?); refusing to run "
+                                  "student code as root: install Python where that uid can read it, or pass --user")
     box = Sandbox(kind, uid_gid, notes)
     for note in notes:
         warnings.warn(f"minise grader: {note}", SandboxWarning, stacklevel=2)

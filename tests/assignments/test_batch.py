@@ -60,8 +60,10 @@ def test_grade_all_gives_every_submission_its_rows(tmp_path, submissions, capsys
     tests = tiny_tests(tmp_path / "instructor")
     out = tmp_path / "gradebook.csv"
     assert A.main(["grade-all", str(submissions), "--out", str(out), "--tests", str(tests),
-                   "--only", "autograd,se", "--jobs", "2"]) == 0
-    assert "gradebook written" in capsys.readouterr().out
+                   "--only", "autograd,se", "--jobs", "2"]) == 1  # some submissions could not be graded
+    captured = capsys.readouterr()
+    assert "gradebook written" in captured.out
+    assert "could not be graded" in captured.err
     rows = list(csv.DictReader(out.open()))
     assert [r["student"] for r in rows] == [s for s in ["alice", "bob", "carol", "dan", "erin", "frank.txt", "gina",
                                                         "hugo"] for _ in range(2)]
@@ -76,7 +78,9 @@ def test_grade_all_gives_every_submission_its_rows(tmp_path, submissions, capsys
     assert "not a folder or an archive" in reasons["frank.txt"]
     assert "cannot unpack" in reasons["gina"]
     assert "could not" in reasons["hugo"]
-    for s in ("carol", "dan", "erin", "frank.txt", "gina", "hugo"):
+    for s in ("carol", "erin", "frank.txt", "gina"):  # not graded at all: no score
+        assert by[s, "autograd"]["status"] == "error" and by[s, "autograd"]["score"] == "", s
+    for s in ("dan", "hugo"):  # graded, but their package could not load: 0
         assert by[s, "autograd"]["status"] == "error" and by[s, "autograd"]["score"] == "0.0", s
     assert not (tmp_path / "escaped.txt").exists() and not (submissions.parent / "escaped.txt").exists()
     assert not list(tmp_path.glob("**/pwned*"))

@@ -4,7 +4,10 @@ writes, copying a student's package, the plugin's one rule. The instructor's fil
 from __future__ import annotations
 
 import base64
+import csv
+import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from minise import assignments as A
 from minise.assignments import judge as J
 from minise.assignments import plugin, sandbox
 
-from .test_assignments import reference_copy, tiny_tests
+from .test_assignments import reference_copy, tiny_tests, unconfined_box
 from .test_attacks import append_to_init, processes_with
 
 
@@ -30,18 +33,122 @@ def test_an_unknown_sandbox_or_user_is_a_clear_error():
             A.choose_sandbox("auto", user="root")
 
 
-def test_without_bubblewrap_the_grader_degrades_loudly(monkeypatch):
+def test_without_bubblewrap_the_grader_refuses(monkeypatch):
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
-    sandbox._bwrap_works.cache_clear()
-    try:
-        with pytest.warns(A.SandboxWarning, match="bubblewrap \\(bwrap\\) is not installed"):
-            box = A.choose_sandbox("auto")
-        assert box.kind == "none"
-        assert any("UNSANDBOXED" in w for w in box.warnings)
-        with pytest.raises(A.AssignmentError, match="--sandbox bwrap: bubblewrap"):
-            A.choose_sandbox("bwrap")
-    finally:
-        sandbox._bwrap_works.cache_clear()
+    for mode in ("auto", "bwrap"):
+        with pytest.raises(A.AssignmentError, match=f"--sandbox {mode}: bubblewrap \\(bwrap\\) is not installed"):
+            A.choose_sandbox(mode)
+
+
+def test_without_pytorch_the_grader_says_in_one_line_what_to_install(tmp_path, monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+    student = reference_copy(tmp_path / "student")
+    assert A.main(["grade", str(student), "--tests", str(tiny_tests(tmp_path / "instructor"))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.endswith("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+
+
+# ------------------------------------------------------------------ fault injection: the grader fails closed
+REAL_BWRAP = sandbox.shutil.which("bwrap")
+NEEDS_BWRAP = pytest.mark.skipif(REAL_BWRAP is None or sandbox._bwrap_works() is not None,
+                                 reason="needs a working bubblewrap (apt-get install bubblewrap)")
+NO_SPACE = "bwrap: Creating new namespace failed: No space left on device"
+
+
+def fake_bwrap(monkeypatch, folder: Path, body: str) -> Path:
+    """A ``bwrap`` script first on PATH; ``body`` is its shell code. Returns the file counting its calls."""
+    folder.mkdir(parents=True, exist_ok=True)
+    calls = folder / "calls"
+    script = folder / "bwrap"
+    script.write_text(f'#!/bin/sh\necho x >> "{calls}"\nn=$(wc -l < "{calls}")\n{body}\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    return calls
+
+
+def marked_student(root: Path, marker: Path) -> Path:
+    """The reference package whose ``__init__`` leaves ``marker`` behind wherever it runs unconfined."""
+    student = reference_copy(root)
+    append_to_init(student, f"""
+        try:
+            open({str(marker)!r}, "w").close()
+        except OSError:
+            pass
+        """)
+    return student
+
+
+def test_a_bwrap_that_fails_at_once_is_an_error_and_runs_no_student_code(tmp_path, monkeypatch, capsys):
+    calls = fake_bwrap(monkeypatch, tmp_path / "bin", f'echo "{NO_SPACE}" >&2\nexit 1')
+    marker = tmp_path / "student-code-ran"
+    student = marked_student(tmp_path / "student", marker)
+    tests = tiny_tests(tmp_path / "instructor")
+    assert A.main(["grade", str(student), "--tests", str(tests), "--only", "autograd,se"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "refusing to grade without the sandbox" in err
+    assert not (student / "grades.json").exists()
+    # grade-all: that student is an error (no score), the batch exits non-zero, and the probe ran per student
+    subs = tmp_path / "subs"
+    for name in ("ann", "ben"):
+        marked_student(subs / name, marker)
+    out = tmp_path / "book.csv"
+    before = len(calls.read_text().splitlines())
+    assert A.main(["grade-all", str(subs), "--out", str(out), "--tests", str(tests), "--only", "autograd"]) == 1
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["student"], r["status"], r["score"]) for r in rows] == [("ann", "error", ""), ("ben", "error", "")]
+    assert all("No space left on device" in r["reason"] for r in rows)
+    assert len(calls.read_text().splitlines()) - before == 2  # one probe per student: nothing cached
+    assert not marker.exists()
+
+
+@NEEDS_BWRAP
+def test_a_bwrap_that_passes_its_probe_then_fails_is_retried_once_then_an_error(tmp_path, monkeypatch, capsys):
+    fake_bwrap(monkeypatch, tmp_path / "bin",
+               f'[ "$n" -le 1 ] && exec {REAL_BWRAP} "$@"\necho "{NO_SPACE}" >&2\nexit 1')
+    marker = tmp_path / "student-code-ran"
+    student = marked_student(tmp_path / "student", marker)
+    tests = tiny_tests(tmp_path / "instructor")
+    assert A.main(["grade", str(student), "--tests", str(tests), "--only", "autograd,se"]) == 2
+    err = capsys.readouterr().err
+    assert "sandbox did not start (tried twice)" in err and "No space left on device" in err
+    assert not (student / "grades.json").exists() and not marker.exists()
+
+
+@NEEDS_BWRAP
+def test_one_failed_sandbox_start_is_retried_and_the_grade_stands(tmp_path, monkeypatch):
+    # the probe (call 1) passes, the first run's start (call 2) fails, every later start works
+    calls = fake_bwrap(monkeypatch, tmp_path / "bin",
+                       f'[ "$n" -eq 2 ] && {{ echo "{NO_SPACE}" >&2; exit 1; }}\nexec {REAL_BWRAP} "$@"')
+    result = A.grade(reference_copy(tmp_path / "student"), tests_dir=tiny_tests(tmp_path / "instructor"),
+                     only={"autograd", "se"})
+    assert result["sandbox"]["kind"] == "bwrap"
+    assert result["assignments"]["autograd"]["score"] == 1.0 and result["assignments"]["se"]["score"] == 1.0
+    assert len(calls.read_text().splitlines()) >= 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (the grader drops to another uid only as root)")
+def test_a_uid_that_cannot_run_python_is_refused_never_run_as_root(tmp_path, monkeypatch, capsys):
+    # the interpreter behind a folder only root may enter, as a virtual environment in root's home is
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    python = hidden / "python"
+    python.symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setattr(sandbox.sys, "executable", str(python))
+    marker = tmp_path / "student-code-ran"
+    student = marked_student(tmp_path / "student", marker)
+    tests = tiny_tests(tmp_path / "instructor")
+    for mode in ("none", "auto"):
+        if mode == "auto":  # where bwrap cannot start, the refusal is the sandbox's; never a run as root
+            monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+        code = A.main(["grade", str(student), "--tests", str(tests), "--only", "autograd", "--sandbox", mode,
+                       "--user", "54321"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert ("cannot drop to uid 54321" in err and "refusing to run student code as root" in err) \
+            if mode == "none" else "refusing to grade without the sandbox" in err
+    assert not marker.exists() and not (student / "grades.json").exists()
 
 
 def test_the_degraded_mode_still_grades_and_kills_what_it_started(tmp_path):
@@ -51,8 +158,7 @@ def test_the_degraded_mode_still_grades_and_kills_what_it_started(tmp_path):
         import subprocess as _subprocess, sys as _sys
         _subprocess.Popen([_sys.executable, "-c", "import time; time.sleep(600)", "{token}"])
         """)
-    with pytest.warns(A.SandboxWarning, match="UNSANDBOXED"):
-        box = A.choose_sandbox("none")
+    box = unconfined_box()
     result = A.grade(student, tests_dir=tiny_tests(tmp_path), sandbox=box)
     assert result["sandbox"]["kind"] == "none" and result["sandbox"]["warnings"] == box.warnings
     assert result["assignments"]["autograd"]["score"] == 1.0 and result["assignments"]["se"]["score"] == 1.0
@@ -65,7 +171,7 @@ def test_the_bwrap_command_drops_to_the_user_and_hides_the_reference(tmp_path):
     box = A.choose_sandbox("bwrap", user="nobody")
     assert box.kind == "bwrap" and box.user == (65534, 65534) and not box.warnings
     cmd = box.command(tmp_path, ["-q"], {"A": "1"}, A.Limits(), [])
-    assert cmd[0] == "bwrap" and "--unshare-net" in cmd and "--unshare-pid" in cmd and "--die-with-parent" in cmd
+    assert cmd[0] == REAL_BWRAP and "--unshare-net" in cmd and "--unshare-pid" in cmd and "--die-with-parent" in cmd
     assert cmd[cmd.index("--user") + 1] == "65534:65534"
     assert "/work" not in [cmd[i + 2] for i, a in enumerate(cmd) if a == "--ro-bind" and cmd[i + 1] == "/work"]
     binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ro-bind"]
