@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
-import minise  # noqa: E402
+import minise
 
 project = "minise"
 author = "the minise authors"
