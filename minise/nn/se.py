@@ -1,7 +1,7 @@
 """The Squeeze-and-Excitation block, Section 3 and Fig. 1 of Hu, Shen and Sun (2018).
 
 Given the output U = [u_1, …, u_C] of some transformation F_tr (u: (N, C, H, W) here),
-the block recalibrates its channels in three steps:
+the block recalibrates its channels in three steps::
 
     squeeze      Eq. 2   z_c = F_sq(u_c) = 1/(H·W) Σ_i Σ_j u_c(i, j)          z ∈ R^C
     excitation   Eq. 3   s = F_ex(z, W) = σ(W2 δ(W1 z))                        s ∈ (0, 1)^C
