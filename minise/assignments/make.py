@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from . import handout
 from .markers import ASSIGNMENTS, AssignmentError, Region, find_regions, strip_solutions
 
 __all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "project_root", "make", "strip_references",
@@ -180,6 +181,7 @@ def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path 
                     "parts": sorted({r.tag for r in stripped}), "references_taken_out": sorted(references),
                     "fast_paths_taken_out": fast_removed}
         (staging / "ASSIGNMENTS.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(handout.readme(chosen), encoding="utf-8")  # the handout, one source
         if out.exists():
             out.rmdir()
         staging.rename(out)

@@ -69,12 +69,24 @@ exercise many blocks."""
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: IntPair = 1,
            padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> Tensor:
-    """2-D convolution of an NCHW input, as ``torch.nn.functional.conv2d``.
+    r"""2-D convolution of an NCHW input, as ``torch.nn.functional.conv2d``.
 
     y[n, o, i, j] = b[o] + Σ_{c,u,v} W[o, c, u, v] · x_pad[n, g·C/G + c, i·s_h + u·d_h, j·s_w + v·d_w]
 
     input (N, C, H, W); weight (O, C/groups, kh, kw); bias (O,) or None; stride, padding
     (zeros) and dilation an int or an (h, w) pair. Returns (N, O, H_out, W_out).
+
+    By im2col (one group): X_col (C·kh·kw, N·H_out·W_out) holds every window as a column, and
+
+    .. math::
+
+        Y = W_{\mathrm{mat}} X_{\mathrm{col}} + b, \qquad
+        \frac{\partial L}{\partial W_{\mathrm{mat}}} = \frac{\partial L}{\partial Y} X_{\mathrm{col}}^\top, \qquad
+        \frac{\partial L}{\partial x} = \mathrm{col2im}\Big(W_{\mathrm{mat}}^\top
+        \frac{\partial L}{\partial Y}\Big), \qquad
+        \frac{\partial L}{\partial b} = \sum_{n,i,j} \frac{\partial L}{\partial y}
+
+    with W_mat the weight as an (O, C·kh·kw) matrix; col2im adds each column entry back to its pixel.
     """
     return Conv2d(stride, padding, dilation, groups)(input, weight, bias)
 

@@ -125,7 +125,15 @@ class BatchNorm(Function):
 def batch_norm(input: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,
                bias: Tensor | None = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
-    """Batch-normalize (N, C) or (N, C, H, W) input per channel (see :class:`BatchNorm`).
+    r"""Batch-normalize (N, C) or (N, C, H, W) input per channel (see :class:`BatchNorm`).
+
+    .. math::
+
+        \hat x = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}, \quad y = \gamma \hat x + \beta, \qquad
+        \frac{\partial L}{\partial x} = \frac{1}{\sqrt{\sigma^2 + \epsilon}}
+        \Big(g - \overline{g} - \hat x\, \overline{g \hat x}\Big), \quad g = \gamma \frac{\partial L}{\partial y}
+
+    (bars: means over the m = N·H·W values of a channel; training mode).
 
     ``running_mean`` and ``running_var`` are raw arrays of shape (C,) (or None, then training mode
     must be on); they are updated in place when ``training`` is True.

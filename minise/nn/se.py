@@ -1,7 +1,7 @@
 """The Squeeze-and-Excitation block, Section 3 and Fig. 1 of Hu, Shen and Sun (2018).
 
 Given the output U = [u_1, …, u_C] of some transformation F_tr (u: (N, C, H, W) here),
-the block recalibrates its channels in three steps:
+the block recalibrates its channels in three steps::
 
     squeeze      Eq. 2   z_c = F_sq(u_c) = 1/(H·W) Σ_i Σ_j u_c(i, j)          z ∈ R^C
     excitation   Eq. 3   s = F_ex(z, W) = σ(W2 δ(W1 z))                        s ∈ (0, 1)^C
@@ -34,7 +34,18 @@ GATES: dict[str, Callable[[Tensor], Tensor]] = {"sigmoid": F.sigmoid, "tanh": F.
 
 
 class SqueezeExcitation(Module):
-    """The SE block (Fig. 1): x̃ = F_scale(u, F_ex(F_sq(u))).
+    r"""The SE block (Fig. 1): x̃ = F_scale(u, F_ex(F_sq(u))).
+
+    Squeeze (Eq. 2), excitation (Eq. 3) and scale (Eq. 4):
+
+    .. math::
+
+        z_c = \frac{1}{H W} \sum_{i=1}^{H} \sum_{j=1}^{W} u_c(i, j), \qquad
+        s = \sigma\big(W_2\, \delta(W_1 z)\big), \qquad
+        \tilde{x}_c = s_c \, u_c
+
+    with :math:`W_1 \in \mathbb{R}^{\frac{C}{r} \times C}`, :math:`W_2 \in \mathbb{R}^{C \times \frac{C}{r}}`,
+    δ the ReLU and σ the sigmoid.
 
     Args:
         channels: C, the number of channels of u.

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from minise import assignments as A
+from minise.assignments import handout
 
 REPO = A.project_root()
 WRONG = Path(__file__).parent / "wrong"
@@ -295,6 +296,8 @@ def test_fresh_copy_imports_cleanly_and_scores_zero(tmp_path, parts_of):
                     mine = A.strip_references(mine, pattern, rel)[0]
             theirs = copied[rel].read_text(encoding="utf-8")
             assert _collapsed(theirs, set(REFERENCE_REGIONS)) == _collapsed(mine, set(REFERENCE_REGIONS)), rel
+        elif rel == "README.md":  # the copy's README is the students' handout (tests/assignments/test_handout.py)
+            assert copied[rel].read_text(encoding="utf-8") == handout.readme(list(A.ASSIGNMENTS)), rel
         else:
             assert copied[rel].read_bytes() == f.read_bytes(), rel
     for rel in A.INSTRUCTOR_ONLY:
