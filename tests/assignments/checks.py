@@ -38,6 +38,17 @@ MODE = os.environ.get("MINISE_GRADE_MODE") or None
 """None outside a grading run; "reference" or "student" inside one (set by the grader)."""
 STUDENT = MODE == "student"
 
+SEED_ENV = "MINISE_GRADE_SEED"
+"""The grading seed (set by the grader for the reference run and the student's run alike); unset outside."""
+
+
+def grade_rng(salt: int) -> np.random.Generator:
+    """The random inputs of one graded test: ``default_rng(salt)`` outside a grading run (the public
+    numbers a student's self-check sees), ``default_rng([seed, salt])`` in a grading run with seed
+    ``MINISE_GRADE_SEED``, so answers memorised from the public inputs do not pass."""
+    seed = os.environ.get(SEED_ENV)
+    return np.random.default_rng(salt if not seed else [int(seed), salt])
+
 
 def oracle(compute: Callable[[], Any]) -> Any:
     """``compute()``: the expected value, from PyTorch or the maths; None in a student's grading run,

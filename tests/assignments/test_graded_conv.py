@@ -20,7 +20,16 @@ import minise.functional.conv as conv_module
 from minise.functional.conv import Conv2d
 from minise.functional.pooling import AvgPool2d, MaxPool2d
 
-from .checks import assert_close, distinct, function_forward, function_grads, numeric_grads, oracle, torch_grads
+from .checks import (
+    assert_close,
+    distinct,
+    function_forward,
+    function_grads,
+    grade_rng,
+    numeric_grads,
+    oracle,
+    torch_grads,
+)
 
 FORWARD = "conv/forward"
 BACKWARD = "conv/backward"
@@ -42,7 +51,7 @@ CONVS = {
 
 def _conv_arrays(case, seed, bias=True):
     x_shape, w_shape, *_ = CONVS[case]
-    rng = np.random.default_rng(seed)
+    rng = grade_rng(seed)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     b = rng.standard_normal(w_shape[0]) if bias else None
     return x, w, b
@@ -105,7 +114,7 @@ def test_conv_forward_in_many_blocks(monkeypatch):
 @pytest.mark.parametrize("case", list(CONVS))
 def test_conv_backward(device, case):
     x, w, b = _conv_arrays(case, 3)
-    gy = np.random.default_rng(4).standard_normal(_out_shape(case, x, w))
+    gy = grade_rng(4).standard_normal(_out_shape(case, x, w))
     _, (gx, gw, gb) = function_grads(lambda: Conv2d(**_settings(case)), [x, w, b], gy, device)
     _, (tx, tw, tb) = torch_grads(_torch_conv(case), [x, w, b], gy)
     assert_close(gx, tx, f"∂L/∂x, {case}", 1e-9)
@@ -119,7 +128,7 @@ def test_conv_backward_in_many_blocks(monkeypatch, case):
     monkeypatch.setattr(conv_module, "CPU_BLOCK_BYTES", 1)
     x, w, b = _conv_arrays(case, 5)
     x = np.concatenate([x, -x, 2 * x])
-    gy = np.random.default_rng(6).standard_normal(_out_shape(case, x, w))
+    gy = grade_rng(6).standard_normal(_out_shape(case, x, w))
     _, (gx, gw, _) = function_grads(lambda: Conv2d(**_settings(case)), [x, w, b], gy)
     _, (tx, tw, _) = torch_grads(_torch_conv(case), [x, w, b], gy)
     assert_close(gx, tx, "∂L/∂x in blocks of one sample", 1e-9)
@@ -130,7 +139,7 @@ def test_conv_backward_in_many_blocks(monkeypatch, case):
 def test_conv_backward_only_weight_wanted(device):
     """The first layer's input needs no gradient: backward is asked for ∂L/∂W alone."""
     x, w, _ = _conv_arrays("3x3-s2", 7, bias=False)
-    gy = np.random.default_rng(8).standard_normal((2, 4, 4, 4))
+    gy = grade_rng(8).standard_normal((2, 4, 4, 4))
     _, (gx, gw) = function_grads(lambda: Conv2d(**_settings("3x3-s2")), [x, w], gy, device, wanted=[False, True])
     _, (_, tw, _) = torch_grads(_torch_conv("3x3-s2"), [x, w, None], gy)
     assert_close(gw, tw, "∂L/∂W", 1e-9)
@@ -141,7 +150,7 @@ def test_conv_backward_by_finite_differences():
     case = "nonsquare-dilated"
     x, w, b = _conv_arrays(case, 9)
     x = x[:1]
-    gy = np.random.default_rng(10).standard_normal(_out_shape(case, x, w))
+    gy = grade_rng(10).standard_normal(_out_shape(case, x, w))
 
     def make():
         return Conv2d(**_settings(case))
@@ -165,7 +174,7 @@ POOLS = {
 
 def _pool_case(case, seed):
     shape, k, s, p = POOLS[case]
-    x = distinct(shape, np.random.default_rng(seed))
+    x = distinct(shape, grade_rng(seed))
     return x, k, s, p
 
 
@@ -175,7 +184,7 @@ def test_max_pool_backward(device, case):
     x, k, s, p = _pool_case(case, 11)
     with torch.no_grad():
         out_shape = TF.max_pool2d(torch.tensor(x), k, s, p).shape
-    gy = np.random.default_rng(12).integers(-8, 9, tuple(out_shape)).astype(np.float64)
+    gy = grade_rng(12).integers(-8, 9, tuple(out_shape)).astype(np.float64)
     _, (gx,) = function_grads(lambda: MaxPool2d(k, s, p), [x], gy, device)
     _, (tx,) = torch_grads(lambda x: TF.max_pool2d(x, k, s, p), [x], gy)
     assert_close(gx, tx, f"max_pool2d ∂L/∂x, {case}", 1e-12)
@@ -185,7 +194,7 @@ def test_max_pool_backward(device, case):
 def test_max_pool_backward_float32(device):
     x, k, s, p = _pool_case("k3-s2-p1", 13)
     x = x.astype(np.float32)
-    gy = np.random.default_rng(14).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    gy = grade_rng(14).standard_normal((2, 2, 4, 4)).astype(np.float32)
     _, (gx,) = function_grads(lambda: MaxPool2d(k, s, p), [x], gy, device)
     _, (tx,) = torch_grads(lambda x: TF.max_pool2d(x, k, s, p), [x], gy)
     assert_close(gx, tx, "max_pool2d ∂L/∂x float32", 1e-6)
@@ -197,7 +206,7 @@ def test_avg_pool_backward(device, case):
     x, k, s, p = _pool_case(case, 15)
     with torch.no_grad():
         out_shape = TF.avg_pool2d(torch.tensor(x), k, s, p).shape
-    gy = np.random.default_rng(16).standard_normal(tuple(out_shape))
+    gy = grade_rng(16).standard_normal(tuple(out_shape))
     _, (gx,) = function_grads(lambda: AvgPool2d(k, s, p), [x], gy, device)
     _, (tx,) = torch_grads(lambda x: TF.avg_pool2d(x, k, s, p), [x], gy)  # count_include_pad=True
     assert_close(gx, tx, f"avg_pool2d ∂L/∂x, {case}", 1e-12)
@@ -209,7 +218,7 @@ def test_avg_pool_backward_float32(device):
     x = x.astype(np.float32)
     with torch.no_grad():
         out_shape = TF.avg_pool2d(torch.tensor(x), k, s, p).shape
-    gy = np.random.default_rng(18).standard_normal(tuple(out_shape)).astype(np.float32)
+    gy = grade_rng(18).standard_normal(tuple(out_shape)).astype(np.float32)
     _, (gx,) = function_grads(lambda: AvgPool2d(k, s, p), [x], gy, device)
     _, (tx,) = torch_grads(lambda x: TF.avg_pool2d(x, k, s, p), [x], gy)
     assert_close(gx, tx, "avg_pool2d ∂L/∂x float32", 1e-6)
