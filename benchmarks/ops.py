@@ -145,7 +145,7 @@ def main() -> None:
         speed.keep_freed_memory()  # both frameworks' repeated arrays reuse memory instead of faulting fresh pages
     if args.block_kib:
         conv_module.CPU_BLOCK_BYTES = fast_conv.BLOCK_BYTES = args.block_kib << 10
-    block_bytes = conv_module.CPU_BLOCK_BYTES or speed.default_block_bytes()
+    block_bytes = speed.block_bytes(conv_module.CPU_BLOCK_BYTES)
 
     import torch  # benchmarks may use torch; the package never does
     import torch.nn.functional as TF

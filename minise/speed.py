@@ -57,7 +57,7 @@ import numpy as np
 from . import backend
 
 __all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "PARALLEL_MIN_MACS", "batch_parts", "parts", "in_parallel",
-           "over_batch", "block_size", "sample_blocks", "default_block_bytes", "limit_blas_threads",
+           "over_batch", "block_size", "sample_blocks", "default_block_bytes", "block_bytes", "limit_blas_threads",
            "blas_available", "blas_num_threads", "blas_for_one_part", "Prefetcher", "fast_path", "use_fast",
            "fast_enabled", "keep_freed_memory", "add"]
 
@@ -106,6 +106,12 @@ def default_block_bytes() -> int:
     operands fit together), 1 MiB where the cache size cannot be read; at least 256 KiB."""
     l2 = _l2_cache_bytes()
     return max(256 << 10, l2 // 2) if l2 else 1 << 20
+
+
+def block_bytes(setting: int | None) -> int:
+    """A module's block size setting, or ``default_block_bytes()`` where it is None (read at each call,
+    so the machine's cache size, or a test's pinned one, decides)."""
+    return default_block_bytes() if setting is None else setting
 
 
 # ---------------------------------------------------------------------- BLAS thread control

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from minise import backend
+from minise import backend, speed
 from minise import testing as strict_device
 
 REAL_GPU = os.environ.get("MINISE_TEST_GPU") == "1"
@@ -96,6 +96,7 @@ def _test_l2_bytes() -> int | None:
 
 
 TEST_L2_BYTES = _test_l2_bytes()
+_machine_l2_cache_bytes = speed._l2_cache_bytes  # the real probe, before any test replaces it
 
 
 @pytest.fixture(autouse=True)
@@ -103,8 +104,6 @@ def pinned_cache_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees the same L2 cache size (``TEST_L2_BYTES``), not the one of the machine it runs on:
     the block sizes of the fast paths follow it, and a test's expectations must not change with the CPU."""
     if TEST_L2_BYTES is not None:
-        from minise import speed
-
         monkeypatch.setattr(speed, "_l2_cache_bytes", lambda: TEST_L2_BYTES)
 
 
@@ -112,15 +111,8 @@ def pinned_cache_size(monkeypatch: pytest.MonkeyPatch) -> None:
 def machine_cache_size(monkeypatch: pytest.MonkeyPatch):
     """For the tests of the cache probe itself: ``speed._l2_cache_bytes`` is the real one again (it
     reads this machine's sysfs), and the fixture's value is that function."""
-    from minise import speed
-
     monkeypatch.setattr(speed, "_l2_cache_bytes", _machine_l2_cache_bytes)
     return _machine_l2_cache_bytes
-
-
-from minise import speed as _speed  # noqa: E402 - after the fixtures that patch it
-
-_machine_l2_cache_bytes = _speed._l2_cache_bytes  # the real probe, before any test replaces it
 
 
 @pytest.fixture

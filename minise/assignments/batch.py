@@ -28,7 +28,7 @@ from typing import Any
 
 from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, grade, write_atomically
 from .markers import ASSIGNMENTS, AssignmentError
-from .sandbox import MODES, Sandbox
+from .sandbox import Sandbox, check_mode
 
 __all__ = ["grade_all", "extract_archive", "ARCHIVES", "MAX_MEMBERS", "MAX_UNPACKED_BYTES", "COLUMNS"]
 
@@ -170,8 +170,8 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     if not entries:
         raise AssignmentError(f"{folder} holds no submissions")
-    if not isinstance(sandbox, Sandbox) and sandbox not in MODES:
-        raise AssignmentError(f"unknown sandbox {sandbox!r}; expected one of {', '.join(MODES)}")
+    if not isinstance(sandbox, Sandbox):
+        check_mode(sandbox)  # a usage error before any student, not an error row for each
     # the sandbox is chosen (bwrap probed) again for each student: no verdict outlives one student's run
     options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=sandbox, user=user)
     chosen = sorted(only) if only else list(ASSIGNMENTS)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from .markers import AssignmentError
 
-__all__ = ["Limits", "Sandbox", "SandboxWarning", "choose_sandbox", "MODES"]
+__all__ = ["Limits", "Sandbox", "SandboxWarning", "check_mode", "choose_sandbox", "MODES"]
 
 MODES = ("auto", "bwrap", "none")
 INSIDE = "/grade"  # where the grading folder appears inside the bwrap sandbox
@@ -175,13 +175,18 @@ def _uid_can_run_python(uid: int, gid: int) -> bool:
     return proc.returncode == 0
 
 
+def check_mode(mode: str) -> None:
+    """An error unless ``mode`` is one of MODES."""
+    if mode not in MODES:
+        raise AssignmentError(f"unknown sandbox {mode!r}; expected one of {', '.join(MODES)}")
+
+
 def choose_sandbox(mode: str = "auto", user: str | int | None = None) -> Sandbox:
     """The sandbox for grading on this machine, probed now (never cached). ``mode``: "auto" or "bwrap"
     (an error naming the cause if bubblewrap cannot start here; never a fallback) or "none" (explicit,
     unconfined, warned). ``user``: the unprivileged user to run student code as when the grader is root
     (default ``nobody``); a root grader whose user cannot run Python is an error, never a run as root."""
-    if mode not in MODES:
-        raise AssignmentError(f"unknown sandbox {mode!r}; expected one of {', '.join(MODES)}")
+    check_mode(mode)
     notes: list[str] = []
     uid_gid = _resolve_user(user) if os.geteuid() == 0 else None
     if os.geteuid() != 0:

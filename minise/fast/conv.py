@@ -54,8 +54,8 @@ memory), read when a conv runs. Tests set it to run many blocks."""
 
 
 def _block_bytes() -> int:
-    """BLOCK_BYTES, or the machine's default block size where it is None."""
-    return speed.default_block_bytes() if BLOCK_BYTES is None else BLOCK_BYTES
+    return speed.block_bytes(BLOCK_BYTES)
+
 
 _local = threading.local()
 

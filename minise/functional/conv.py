@@ -251,8 +251,7 @@ def _check(x: Any, w: Any, b: Any, stride: tuple[int, int], padding: tuple[int, 
 
 def _block_size(x: Any, bytes_per_sample: int) -> int:
     """How many samples go into one block of columns (see ``minise.speed.block_size``)."""
-    budget = speed.default_block_bytes() if CPU_BLOCK_BYTES is None else CPU_BLOCK_BYTES
-    return speed.block_size(x, bytes_per_sample, budget)
+    return speed.block_size(x, bytes_per_sample, speed.block_bytes(CPU_BLOCK_BYTES))
 
 
 def _grid(x: Any, geo: _Geometry) -> Any:
