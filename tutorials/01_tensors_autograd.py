@@ -1,20 +1,21 @@
 """Step 1: tensors and automatic differentiation, on the smallest graph that looks like an SE gate.
+================================================================================================
 
 The lesson
 ----------
 A minise ``Tensor`` is an array (``.data``: NumPy here, CuPy on a GPU) that remembers which
 ``Function`` made it. Calling ``loss.backward()`` walks those Functions from the loss back to the
-inputs, and each one applies the chain rule for its own piece:
+inputs, and each one applies the chain rule for its own piece::
 
     ∂L/∂input = ∂L/∂output · ∂output/∂input
 
-We build one gate of the SE excitation (Eq. 3 of the paper, with a single output channel):
+We build one gate of the SE excitation (Eq. 3 of the paper, with a single output channel)::
 
     y = w · z + b            (a fully connected layer with one output)
     s = σ(y) = 1/(1 + e^−y)  (the sigmoid gate; s ∈ (0, 1))
     L = (s − t)²             (a squared error against a target t)
 
-and derive its gradient by hand, going backwards:
+and derive its gradient by hand, going backwards::
 
     ∂L/∂s = 2 (s − t)
     ∂L/∂y = ∂L/∂s · s (1 − s)            (σ'(y) = σ(y)(1 − σ(y)))
@@ -24,7 +25,9 @@ Then we let minise compute the same numbers and compare them. Finally: a tensor 
 (as the input of a residual block is: once in the branch, once in the identity) receives the
 SUM of the gradients from both uses, which is why backward adds, never overwrites.
 
-Run:  python tutorials/01_tensors_autograd.py [--out DIR]
+Run::
+
+    python tutorials/01_tensors_autograd.py [--out DIR]
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ import minise
 import minise.functional as F
 from minise import Tensor
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. A tensor is an array plus a place in a graph")
 z = Tensor(np.array([0.5, -1.0, 2.0, 0.25]), requires_grad=True)  # the channel descriptor z (4 channels)
 w = Tensor(np.array([0.3, 0.8, -0.4, 1.0]), requires_grad=True)  # one row of W1
@@ -49,7 +52,7 @@ print("z =", z)
 print("z.data is a", type(z.data).__name__, "of dtype", z.dtype, "on device", repr(z.device))
 C.claim(z.is_leaf and z.grad is None, "a tensor we create is a leaf of the graph, with no gradient yet")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("2. Forward: every operation records the Function that made its output")
 y = (w * z).sum() + b
 s = F.sigmoid(y)
@@ -79,7 +82,7 @@ print("the graph, from L back to the leaves:")
 graph = show_graph(L)
 C.claim(graph == ["Pow", "Sub", "Sigmoid", "Add", "Sum", "Mul"], "L was made by Pow ← Sub ← Sigmoid ← Add ← Sum ← Mul")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. Backward by hand (the chain rule, one factor per Function)")
 z_, w_, b_ = z.numpy(), w.numpy(), float(b.item())
 y_ = float(w_ @ z_ + b_)
@@ -92,7 +95,7 @@ print(f"∂L/∂y = ∂L/∂s · s(1−s) = {dL_dy:.6f}")
 for name, g in hand.items():
     print(f"∂L/∂{name} (by hand)  = {np.array2string(np.atleast_1d(g), precision=6)}")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("4. Backward by minise: L.backward() fills .grad of every leaf")
 L.backward()
 for name, tensor in (("w", w), ("b", b), ("z", z)):
@@ -100,7 +103,7 @@ for name, tensor in (("w", w), ("b", b), ("z", z)):
     C.claim(np.allclose(tensor.grad.numpy(), hand[name], rtol=1e-12, atol=1e-15),
             f"autograd's ∂L/∂{name} equals the hand-derived one (to 1e-12)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("5. A tensor used twice gets the sum of both gradients")
 # r = x·x + x  (think: branch(x) + identity(x));  dr/dx = 2x + 1, the 2x from the branch, the 1 from the identity
 x = Tensor(np.array([1.5, -2.0, 0.5]), requires_grad=True)
@@ -117,7 +120,7 @@ C.claim(np.allclose(x.grad.numpy(), 2 * x.numpy() + 4), ".grad accumulates acros
 x.zero_grad()
 C.claim(x.grad is None, "zero_grad() clears it (an optimiser does this before every step)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("6. What the gradient means: the slope of L along w[0]")
 # Move w[0] and watch L. The gradient ∂L/∂w[0] is the slope of this curve at the current w[0].
 w0 = w_[0]

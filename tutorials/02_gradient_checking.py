@@ -1,14 +1,15 @@
 """Step 2: checking a hand-written backward against finite differences.
+====================================================================
 
 The lesson
 ----------
 Every op in minise has a backward written by hand, and a hand-written derivative can be wrong.
-The referee is the definition of the derivative. For a scalar L(x), the central difference
+The referee is the definition of the derivative. For a scalar L(x), the central difference::
 
     ∂L/∂x[i] ≈ (L(x + ε e_i) − L(x − ε e_i)) / (2ε)
 
 has a truncation error of order ε² (the forward difference (L(x + ε) − L(x))/ε only ε), but it
-subtracts two nearly equal numbers, losing digits to rounding: about u·|L|/ε, where u is the
+subtracts two nearly equal numbers, losing digits to rounding: about ``u·|L|/ε``, where u is the
 machine precision (float32: u ≈ 6e-8, float64: u ≈ 1.1e-16). The total error is smallest near
 ε ≈ u^(1/3): about 1e-6 in float32 at best (and only with the best ε for this particular
 function: too coarse to tell a right gradient from a slightly wrong one), about 1e-12 in
@@ -23,7 +24,9 @@ one such bug slipping past v = 1 and caught by a random v.
 ``minise.gradcheck_directional`` perturbs everything along one random direction (cheap enough
 for a whole network). When a check fails it names the input, the worst element, both values.
 
-Run:  python tutorials/02_gradient_checking.py [--out DIR]
+Run::
+
+    python tutorials/02_gradient_checking.py [--out DIR]
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ import minise
 import minise.functional as F
 from minise import Function, GradcheckError, Tensor, gradcheck, gradcheck_directional
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 rng = np.random.default_rng(0)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. Central differences: the error against ε, in float32 and float64")
 # d/dx σ(x) = σ(x)(1 − σ(x)); compare the central difference with it for many ε.
 x0 = 0.7
@@ -76,7 +79,7 @@ ax.legend(loc="lower left")
 C.save(fig, args.out, "fd_error_vs_eps.png")
 
 
-# ----------------------------------------------------------------------------------------------
+# %%
 def numeric_grad(fn, x: np.ndarray, v: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """∂(Σ v·fn(x))/∂x by central differences, one element at a time (what gradcheck does)."""
     g = np.zeros_like(x)
@@ -112,7 +115,7 @@ except TypeError as exc:
 C.claim(refused, "a float32 input is refused, not checked with a meaningless tolerance")
 
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("4. What a failing check looks like")
 
 
@@ -162,7 +165,7 @@ fig.suptitle("Step 2: every element of the gradient, backward vs finite differen
 C.save(fig, args.out, "buggy_vs_correct.png")
 
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("5. Why the upstream gradient v must be random, not all ones")
 
 
@@ -189,7 +192,7 @@ except GradcheckError as exc:
     caught_random = True
 C.claim(passes_with_ones and caught_random, "an all-ones v hides a permuted gradient; a random v exposes it")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("6. Kinks: ReLU at exactly 0")
 # The central difference straddles the kink: (max(ε,0) − max(−ε,0)) / 2ε = 1/2, while backward says 0.
 xk = np.array([[-1.3, 0.0, 0.8]])
@@ -203,7 +206,7 @@ away = np.array([[-1.3, 0.4, 0.8]])
 C.claim(kink_fails and gradcheck(F.relu, [Tensor(away, requires_grad=True)]),
         "a check AT the kink reports a false alarm; draw test inputs away from 0")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("7. A whole small network at once: gradcheck_directional")
 # conv → ReLU → global average pool (the squeeze) → linear. Perturb every input and parameter
 # along one random direction d and compare (L(θ + εd) − L(θ − εd))/2ε with Σ ⟨∂L/∂θ, d⟩.

@@ -1,9 +1,10 @@
 """Step 3: one convolution computed three ways: loops, im2col by hand, and minise's F.conv2d.
+==========================================================================================
 
 The lesson
 ----------
 A 2-D convolution (really a cross-correlation, as in every deep-learning library) of an input
-x (N, C, H, W) with weights W (O, C, kh, kw), bias b, stride s and zero padding p:
+x (N, C, H, W) with weights W (O, C, kh, kw), bias b, stride s and zero padding p::
 
     y[n, o, i, j] = b[o] + Σ_c Σ_u Σ_v W[o, c, u, v] · x_pad[n, c, i·s + u, j·s + v]
     H_out = ⌊(H + 2p − kh) / s⌋ + 1
@@ -11,7 +12,7 @@ x (N, C, H, W) with weights W (O, C, kh, kw), bias b, stride s and zero padding 
 1. Loops: one output number at a time, exactly the formula (``F.conv2d_reference``). Easy to
    read, and N·O·H_out·W_out little dot products of C·kh·kw numbers each: slow in Python.
 2. im2col: copy every window the kernel sees into one column of a matrix X_col with C·kh·kw rows
-   and N·H_out·W_out columns. Then the whole convolution is ONE matrix product,
+   and N·H_out·W_out columns. Then the whole convolution is ONE matrix product::
 
        Y = W_mat · X_col,     W_mat = W reshaped to (O, C·kh·kw),
 
@@ -25,7 +26,9 @@ x (N, C, H, W) with weights W (O, C, kh, kw), bias b, stride s and zero padding 
 All three must give the same numbers; their speeds differ by orders of magnitude (timed below,
 on this machine, now).
 
-Run:  python tutorials/03_convolution_three_ways.py [--out DIR] [--quick]
+Run::
+
+    python tutorials/03_convolution_three_ways.py [--out DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 import minise.functional as F
 from minise import Tensor
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 rng = np.random.default_rng(0)
 
 
@@ -62,7 +65,7 @@ def conv_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, paddin
     return y.reshape(o, x.shape[0], ho, wo).transpose(1, 0, 2, 3)
 
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. A tiny example: what the column matrix looks like")
 x_small = np.arange(1 * 1 * 4 * 4, dtype=np.float64).reshape(1, 1, 4, 4)
 cols_small, ho_s, wo_s = im2col(x_small, 3, 3, stride=1, padding=0)
@@ -71,7 +74,7 @@ print(f"X_col ({cols_small.shape[0]} rows = C·kh·kw, {cols_small.shape[1]} col
 C.claim(np.array_equal(cols_small[:, 0], x_small[0, 0, :3, :3].ravel()),
         "column 0 of X_col is the top-left 3×3 window, read row by row")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("2. The three ways agree (float64)")
 n, c, h, o, k, stride, pad = (2, 4, 8, 6, 3, 2, 1) if args.quick else (4, 8, 16, 16, 3, 2, 1)
 x = rng.standard_normal((n, c, h, h))
@@ -96,7 +99,7 @@ for name, conv in (("loops", F.conv2d_reference), ("F.conv2d", F.conv2d)):
 for label, g_ref, g_lib in zip(("x", "W", "b"), grads["loops"], grads["F.conv2d"]):
     C.claim(np.allclose(g_ref, g_lib, rtol=1e-10, atol=1e-10), f"∂L/∂{label}: loops backward == F.conv2d backward")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. The speeds (float32, timed now on this machine)")
 if args.quick:
     n, c, h, o = 2, 8, 8, 8

@@ -1,8 +1,9 @@
 """Step 4: pooling and fully connected layers, forward and backward.
+=================================================================
 
 The lesson
 ----------
-Pooling slides a kh × kw window with stride s over each channel separately:
+Pooling slides a kh × kw window with stride s over each channel separately::
 
     max:      y[n, c, i, j] = max_{u,v}          x_pad[n, c, i·s + u, j·s + v]
     average:  y[n, c, i, j] = 1/(kh·kw) Σ_{u,v}  x_pad[n, c, i·s + u, j·s + v]
@@ -13,7 +14,7 @@ of the window gets 0. Average pooling shares ∂L/∂y equally, 1/(kh·kw) to ea
 windows overlap (stride < kernel, e.g. ResNet's 3×3 stride-2 stem pool), a pixel that belongs
 to several windows receives the SUM of their gradients.
 
-Global average pooling takes the window to be the whole H × W map: one number per channel,
+Global average pooling takes the window to be the whole H × W map: one number per channel::
 
     z_c = 1/(H·W) Σ_i Σ_j u_c(i, j)      (the SE block's squeeze, Eq. 2; step 5 is about it)
 
@@ -21,7 +22,9 @@ A fully connected layer (``F.linear``) maps a vector to a vector, y = x Wᵀ + b
 W1 and W2 (Eq. 3) are two of them. On a 1 × 1 map a fully connected layer IS a 1 × 1
 convolution, which is how the released Caffe SE models implement W1 and W2.
 
-Run:  python tutorials/04_pooling_and_fc.py [--out DIR]
+Run::
+
+    python tutorials/04_pooling_and_fc.py [--out DIR]
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 import minise.functional as F
 from minise import Tensor, gradcheck
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 rng = np.random.default_rng(0)
 
 
@@ -48,7 +51,7 @@ def pool_loops(x: np.ndarray, k: int, s: int, kind: str) -> np.ndarray:
     return y
 
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. Max and average pooling, 2×2 stride 2, on a 4×4 map")
 x4 = np.array([[1, 3, 2, 0], [4, 2, 1, 1], [0, 1, 5, 6], [2, 2, 7, 1]], dtype=np.float64).reshape(1, 1, 4, 4)
 print("x =\n", x4[0, 0])
@@ -118,7 +121,7 @@ checks = {
 for name, (fn, inputs) in checks.items():
     C.claim(gradcheck(fn, inputs), f"gradcheck: {name}")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 img = np.round(rng.uniform(0, 9, (1, 1, 8, 8)), 1)
 ti = Tensor(img, requires_grad=True)
 ym = F.max_pool2d(ti, 3, 2, padding=1)

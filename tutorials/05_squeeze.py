@@ -1,10 +1,11 @@
 """Step 5: the squeeze. Global average pooling turns each feature map into one number (Eq. 2).
+===========================================================================================
 
 The lesson
 ----------
 A convolution sees only its small window (3 × 3 here), so no single output unit of it can know
 what the rest of the image looks like. The SE block first "squeezes" each channel u_c of a
-feature map U = [u_1, …, u_C] (H × W each) into one number, its average:
+feature map U = [u_1, …, u_C] (H × W each) into one number, its average::
 
     z_c = F_sq(u_c) = 1/(H·W) Σ_{i=1..H} Σ_{j=1..W} u_c(i, j)          (Eq. 2)
 
@@ -20,7 +21,9 @@ edges" each image is, as a whole. What z keeps and what it throws away:
 - it throws away "where": shuffling the pixels leaves the colour entries of z exactly the same,
   and a mirror image only swaps the +/− vertical-edge entries.
 
-Run:  python tutorials/05_squeeze.py [--data-dir DIR] [--out DIR] [--quick]
+Run::
+
+    python tutorials/05_squeeze.py [--data-dir DIR] [--out DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -31,11 +34,11 @@ import numpy as np
 import minise.functional as F
 from minise import Tensor
 
-args = C.setup(__file__, __doc__, extra=C.add_data_args)
+args = C.setup(__doc__, extra=C.add_data_args)
 rng = np.random.default_rng(0)
 data, data_label = C.get_cifar(args.data_dir, args.download)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. A bank of eight readable 3×3 filters")
 names = ["red", "green", "blue", "brightness", "vert. edge +", "vert. edge −", "horiz. edge +", "horiz. edge −"]
 bank = np.zeros((8, 3, 3, 3))
@@ -72,7 +75,7 @@ x_test, y_test = data.test_images[:n_test], data.test_labels[:n_test]
 u_train = features(x_train)
 print(f"u = ReLU(conv2d(x, W)): {u_train.shape} (N, C, H, W) for {n_train} {data_label} training images")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("2. The squeeze, Eq. 2: z_c = 1/(H·W) Σ_i Σ_j u_c(i, j)")
 z_train = squeeze(u_train)
 h, w = u_train.shape[2:]
@@ -86,7 +89,7 @@ ut = Tensor(u_train[:2], requires_grad=True)
 F.global_avg_pool2d(ut).backward(np.ones((2, 8)))
 C.claim(np.allclose(ut.grad.numpy(), 1 / (h * w)), f"∂z_c/∂u_c(i, j) = 1/(H·W) = 1/{h * w} at every position")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. z forgets WHERE: shuffled pixels and mirror images")
 img = x_train[:1]
 perm = rng.permutation(h * w)
@@ -100,7 +103,7 @@ C.claim(np.allclose(z0[:4], z_shuf[:4], rtol=1e-12),
 C.claim(np.allclose(z0[[0, 1, 2, 3, 5, 4, 6, 7]], z_flip, rtol=1e-9, atol=1e-12),
         "a mirror image gives the same z with 'vert. edge +' and '−' swapped")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("4. z keeps HOW MUCH: a nearest-class-mean classifier on 8 numbers")
 z_test = squeeze(features(x_test))
 mu, sd = z_train.mean(axis=0), z_train.std(axis=0) + 1e-12
@@ -115,7 +118,7 @@ print(f"{data_label}: nearest class mean of z on {n_test} held-out images: {100 
       f"(chance {100 * chance:.0f}% ± {100 * sigma:.1f}%)")
 C.claim(acc > chance + 4 * sigma, "the 8-number descriptor z classifies well above chance (4 standard deviations)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 classes = data.classes
 first = [int(np.flatnonzero(y_train == c)[0]) for c in range(min(4, k))]
 show = [3, 4, 6]  # brightness, vertical edges +, horizontal edges +

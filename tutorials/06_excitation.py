@@ -1,8 +1,9 @@
 """Step 6: the excitation. A bottleneck gate s = σ(W2 δ(W1 z)) and its reduction ratio r.
+======================================================================================
 
 The lesson
 ----------
-From the channel descriptor z ∈ R^C (step 5), the SE block computes one weight per channel:
+From the channel descriptor z ∈ R^C (step 5), the SE block computes one weight per channel::
 
     s = F_ex(z, W) = σ(W2 δ(W1 z))                                        (Eq. 3)
 
@@ -17,7 +18,7 @@ Two design choices of the paper are visible here:
   emphasised at once ("non-mutually-exclusive").
 - The bottleneck C -> C/r -> C limits the cost: one SE block has 2·C²/r weights (plus C/r + C
   biases, kept by the released models), so for a whole network with N_s blocks of C_s channels
-  in stage s the extra parameters are
+  in stage s the extra parameters are::
 
       (2/r) Σ_s N_s · C_s²    (+ Σ_s N_s · (C_s/r + C_s) with biases).
 
@@ -25,7 +26,9 @@ The paper's ablation on r (ImageNet, SE-ResNet-50, journal version) chose r = 16
 accuracy of r = 4 at a fraction of its extra parameters. Below we build SE-ResNet-50 for each r
 with minise, count its parameters and print them next to the paper's table.
 
-Run:  python tutorials/06_excitation.py [--out DIR]
+Run::
+
+    python tutorials/06_excitation.py [--out DIR]
 """
 
 from __future__ import annotations
@@ -39,11 +42,11 @@ import minise.nn as nn
 from minise import Tensor, models
 from minise.nn import init
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 init.manual_seed(0)
 rng = np.random.default_rng(0)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. One excitation, Eq. 3, with C = 64 channels and r = 16")
 se = nn.SqueezeExcitation(64, reduction=16)
 print(se)
@@ -70,7 +73,7 @@ for c in (64, 256, 2048):
               f"= 2·C·(C/r) + C/r + C = {formula:,}")
         C.claim(blk.num_parameters() == formula, f"SE block C={c}, r={r}: 2·C²/r weights + C/r + C biases")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. The reduction ratio r in SE-ResNet-50: minise vs the paper's table")
 # the paper's table on r (ImageNet top-1 error %, parameters in millions), journal version, Sec. 6.1
 paper = {2: (22.29, 45.7), 4: (22.25, 35.7), 8: (22.26, 30.7), 16: (22.28, 28.1), 32: (22.72, 26.9)}
@@ -93,7 +96,7 @@ no_bias = models.create("se_resnet50", se_options={"bias": False}).num_parameter
 print(f"r = 16 without FC biases (as in the journal's ablation runs): {no_bias:,}")
 C.claim(no_bias == 28_071_976, "without biases: 28,071,976 (PAPER.md)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 rs = list(paper)
 fig, ax1 = C.plt.subplots(figsize=(7.5, 4.6))
 ax1.plot(rs, [counts[r] / 1e6 for r in rs], "o-", label="parameters, minise (SE-ResNet-50)")

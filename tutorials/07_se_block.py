@@ -1,12 +1,13 @@
 """Step 7: scale, the whole SE block, and its backward pass derived by hand.
+=========================================================================
 
 The lesson
 ----------
-The last step of the SE block multiplies each channel by its gate:
+The last step of the SE block multiplies each channel by its gate::
 
     x̃_c = F_scale(u_c, s_c) = s_c · u_c                                     (Eq. 4)
 
-so the whole block (Fig. 1 of the paper) is, for one image with u ∈ R^{C×H×W}:
+so the whole block (Fig. 1 of the paper) is, for one image with u ∈ R^{C×H×W}::
 
     z = (1/HW) Σ_ij u(:, i, j)     squeeze        (Eq. 2)
     h = W1 z + b1                  reduce to C/r
@@ -15,7 +16,7 @@ so the whole block (Fig. 1 of the paper) is, for one image with u ∈ R^{C×H×W
     s = σ(g)                       gate           (Eq. 3)
     x̃ = s ⊙ u                      scale          (Eq. 4)
 
-Backward, given G = ∂L/∂x̃ (same shape as u), applying the chain rule line by line from the end:
+Backward, given G = ∂L/∂x̃ (same shape as u), applying the chain rule line by line from the end::
 
     ∂L/∂s_c  = Σ_ij G_c(i, j) · u_c(i, j)
     ∂L/∂g    = ∂L/∂s ⊙ s ⊙ (1 − s)
@@ -31,7 +32,9 @@ the weight gradients are summed over the images.
 We compute these by hand with NumPy, then compare with minise's autograd through
 ``nn.SqueezeExcitation`` and with central finite differences, in float64.
 
-Run:  python tutorials/07_se_block.py [--out DIR]
+Run::
+
+    python tutorials/07_se_block.py [--out DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import minise.nn as nn
 from minise import Tensor, gradcheck
 from minise.nn import init
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 init.manual_seed(0)
 rng = np.random.default_rng(0)
 
@@ -57,7 +60,7 @@ for p in se.parameters():
 u_np = rng.standard_normal((N, Cc, H, W))
 G = rng.standard_normal((N, Cc, H, W))  # a random upstream gradient ∂L/∂x̃ (L = Σ G ⊙ x̃)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. Forward three ways: module, functional ops, NumPy by hand")
 u = Tensor(u_np, requires_grad=True)
 x_mod = se(u)
@@ -76,7 +79,7 @@ C.claim(np.allclose(x_mod.numpy(), x_hand, rtol=1e-12) and np.allclose(x_fun.num
         "nn.SqueezeExcitation == F.scale(u, σ(W2 δ(W1 z))) == NumPy by hand")
 C.claim(np.abs(h).min() > 1e-3, "no hidden unit sits at the ReLU kink (finite differences would be unreliable there)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("2. Backward by hand")
 dS = (G * u_np).sum(axis=(2, 3))  # ∂L/∂s       (N, C)
 dg = dS * s * (1 - s)  # ∂L/∂g
@@ -94,7 +97,7 @@ hand = {"u": du, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 print("∂L/∂s[0] =", np.round(dS[0], 3))
 print("∂L/∂z[0] =", np.round(dz[0], 3))
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. Backward by autograd")
 se.zero_grad()
 u.grad = None
@@ -103,7 +106,7 @@ auto = {"u": u.grad.numpy(), "W1": se.fc1.weight.grad.numpy(), "b1": se.fc1.bias
         "W2": se.fc2.weight.grad.numpy(), "b2": se.fc2.bias.grad.numpy()}
 print("x̃.backward(G) filled u.grad", u.grad.shape, "and the .grad of fc1/fc2's weight and bias")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("4. Backward by central finite differences (float64, every element)")
 params = {"W1": se.fc1.weight, "b1": se.fc1.bias, "W2": se.fc2.weight, "b2": se.fc2.bias}
 leaves = {"u": u, **params}
@@ -144,7 +147,7 @@ share = np.abs(du_squeeze).sum() / (np.abs(du_scale).sum() + np.abs(du_squeeze).
 print(f"|squeeze path| / (|scale path| + |squeeze path|) = {share:.3f} of the gradient's total magnitude")
 C.claim(not np.allclose(du, du_scale, atol=1e-6), "dropping the squeeze path would give a WRONG ∂L/∂u")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 fig, axes = C.plt.subplots(1, 2, figsize=(12, 4.3))
 ax = axes[0]
 idx = np.arange(Cc)

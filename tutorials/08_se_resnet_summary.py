@@ -1,9 +1,10 @@
 """Step 8: the SE-ResNet module (Fig. 3 of the paper) and what SE costs: summary() of ResNet-50 vs SE-ResNet-50.
+=============================================================================================================
 
 The lesson
 ----------
 In an SE-ResNet module the SE block recalibrates the RESIDUAL branch, after its last batch norm
-and before the addition with the identity; the ReLU comes after the addition, as in ResNet:
+and before the addition with the identity; the ReLU comes after the addition, as in ResNet::
 
     x ──┬── 1×1 conv ─ BN ─ ReLU ─ 3×3 conv ─ BN ─ ReLU ─ 1×1 conv ─ BN ── SE ──(+)── ReLU ──
         └────────────────────── identity (or 1×1 projection + BN) ──────────┘
@@ -12,7 +13,7 @@ and before the addition with the identity; the ReLU comes after the addition, as
 layer by layer, the parameters and the multiply-accumulates (MACs; the paper's "GFLOPs" are
 MACs). The SE block adds little computation (a global pooling, two tiny FC layers and one
 multiply per element) but its FC weights are C²/r-sized, so most extra parameters sit in the last
-stage, where C = 2048. The paper's numbers, reproduced below:
+stage, where C = 2048. The paper's numbers, reproduced below::
 
     ResNet-50     25,557,032 parameters, 3.86 GMACs
     SE-ResNet-50  28,088,024 parameters, 3.87 GMACs   (+~10% parameters, +0.26% MACs)
@@ -21,7 +22,9 @@ stage, where C = 2048. The paper's numbers, reproduced below:
 released Caffe models do: ``stride_in_1x1=True``; torchvision's placement on the 3×3 conv costs
 4.09 G).
 
-Run:  python tutorials/08_se_resnet_summary.py [--out DIR] [--quick]
+Run::
+
+    python tutorials/08_se_resnet_summary.py [--out DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from minise import Tensor, gradcheck_directional, models
 from minise.models import BasicBlock, Bottleneck
 from minise.nn import init
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 init.manual_seed(0)
 rng = np.random.default_rng(0)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. One SE-ResNet module (a bottleneck of ResNet-50's first stage, r = 16)")
 block = Bottleneck(64, 64, se_reduction=16).eval()
 print(block)
@@ -67,7 +70,7 @@ C.claim(gradcheck_directional(lambda a, *ps: small(a), [xs, *params]),
         f"SE-ResNet basic block (stride 2, projection, SE r = 2): gradient of x and all {len(params)} parameter "
         "tensors agrees with finite differences along a random direction")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. summary(): ResNet-50 vs SE-ResNet-50 at 224×224 (stride on the first 1×1, as the paper)")
 nets = {name: models.create(name, stride_in_1x1=True) for name in ("resnet50", "se_resnet50")}
 sums = {name: models.summary(net, (3, 224, 224)) for name, net in nets.items()}
@@ -139,7 +142,7 @@ for name in ("resnet20", "se_resnet20"):
     if name == "resnet20":
         C.claim(round(s.total_params / 1e6, 2) == 0.27, "ResNet-20 has 0.27 M parameters (He et al.)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 fig, axes = C.plt.subplots(1, 2, figsize=(12, 4.4))
 xpos = np.arange(len(stage_names))
 for ax, k, unit, scale in ((axes[0], 0, "parameters (millions)", 1e6), (axes[1], 1, "multiply-accumulates (G)", 1e9)):

@@ -1,10 +1,11 @@
 """Step 9: training SE-ResNet-20 on CIFAR-10, with the training loop written out.
+==============================================================================
 
 The lesson
 ----------
 SE-ResNet-20 is He et al.'s 20-layer CIFAR ResNet (three stages of three basic blocks, 16/32/64
 channels, 0.27 M parameters) with an SE block (r = 16) on the residual branch of each of its 9
-blocks (step 8). Training is the same few lines every deep-learning library runs:
+blocks (step 8). Training is the same few lines every deep-learning library runs::
 
     for each batch (x, y):                  random 32×32 crop of the 4-pixel zero-padded image,
                                             random left-right flip, per-channel normalisation
@@ -24,7 +25,9 @@ the SE gain is small (about 0.4 points) and within seed-to-seed noise: compare o
 
 The trained weights are saved to ``OUT/se_resnet20.npz``; step 10 reads them with --checkpoint.
 
-Run:  python tutorials/09_train_se_resnet20.py [--data-dir DIR] [--out DIR] [--quick | --full] [--compare]
+Run::
+
+    python tutorials/09_train_se_resnet20.py [--data-dir DIR] [--out DIR] [--quick | --full] [--compare]
 """
 
 from __future__ import annotations
@@ -56,10 +59,10 @@ def extra(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-args = C.setup(__file__, __doc__, extra=extra)
+args = C.setup(__doc__, extra=extra)
 names = ["se_resnet20", "resnet20"] if args.compare else ["se_resnet20"]
 
-# ----------------------------------------------------------------------------------------------
+# %%
 if args.full:
     from minise.config import DEFAULTS, PRESETS
     from minise.train import train
@@ -89,7 +92,7 @@ if args.full:
     C.save(fig, args.out, "training_curves.png")
     raise SystemExit(0)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. Data")
 data, data_label = C.get_cifar(args.data_dir, args.download)
 n_train = args.train_images or (128 if args.quick else 1024)
@@ -101,7 +104,7 @@ mean, std = channel_stats(data.train_images)
 print(f"{data_label}: {len(data.train_labels)} training / {len(data.test_labels)} test images; "
       f"channel means {np.round(mean, 3)}, std {np.round(std, 3)} (0..1 scale)")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 runs = {}
 for name in names:
     per_epoch = -(-len(data.train_labels) // batch)  # ceil
@@ -151,7 +154,7 @@ for name in names:
     C.claim(np.isfinite(losses).all(), "the loss stayed finite")
     C.claim(losses[-k:].mean() < losses[:k].mean(), "the training loss went down")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. Save the weights for step 10")
 model, log = runs["se_resnet20"]
 ckpt = save_checkpoint(
@@ -163,7 +166,7 @@ ckpt = save_checkpoint(
 )
 print(f"checkpoint: {ckpt}  (python tutorials/10_role_of_excitation.py --checkpoint {ckpt})")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 fig, axes = C.plt.subplots(1, 3, figsize=(16, 4.4))
 for name, (_, lg) in runs.items():
     it = np.arange(1, len(lg["loss"]) + 1)

@@ -1,4 +1,5 @@
 """Step 10: what the excitations learn. Per-class distributions of s at several depths.
+====================================================================================
 
 The lesson
 ----------
@@ -15,7 +16,7 @@ Here we do the same for SE-ResNet-20 on CIFAR-10: its 9 SE blocks are named SE_s
 (SE_1_1 … SE_3_3; 16, 32 and 64 channels). Every ``nn.SqueezeExcitation`` can keep its latest s
 (``keep_excitation = True``), so one forward pass in evaluation mode collects them all.
 
-Two numbers put "class-specific" into figures, per block, averaged over its channels c:
+Two numbers put "class-specific" into figures, per block, averaged over its channels c::
 
     spread = std over classes k of mean_k(s_c)     how far apart the class curves lie (units of s,
                                                    what the paper's figure shows by eye)
@@ -33,7 +34,9 @@ network. Without one this step trains briefly (well under a minute), which is en
 machinery but NOT the paper's pattern: that needs a network trained to convergence
 (``python tutorials/09_train_se_resnet20.py --full``, then ``--checkpoint OUT/se_resnet20.npz``).
 
-Run:  python tutorials/10_role_of_excitation.py [--checkpoint FILE] [--data-dir DIR] [--out DIR] [--quick]
+Run::
+
+    python tutorials/10_role_of_excitation.py [--checkpoint FILE] [--data-dir DIR] [--out DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ def extra(parser) -> None:
     parser.add_argument("--per-class", type=int, default=None, help="test images per class (default 50, as the paper)")
 
 
-args = C.setup(__file__, __doc__, extra=extra)
+args = C.setup(__doc__, extra=extra)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. A trained SE-ResNet-20")
 if args.checkpoint is not None:
     arrays, meta = load_checkpoint(args.checkpoint)
@@ -117,7 +120,7 @@ for module_name, m in model.named_modules():
 print("SE blocks:", ", ".join(f"{k} (C = {m.channels})" for k, m in se_blocks.items()))
 C.claim(len(se_blocks) == 9, "SE-ResNet-20 has 9 SE blocks to look into")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("2. Collect s for every test image, at every SE block")
 per_class = args.per_class or (10 if args.quick else 50)
 labels_all = data.test_labels
@@ -169,7 +172,7 @@ for k, s in s_all.items():
           f"{spr_chance[k]:>11.4f} {eta[k].mean():>7.3f} {eta_chance[k]:>11.3f}")
 C.claim(all(0 <= e.min() and e.max() <= 1 for e in eta.values()), "η² lies in [0, 1] for every channel")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 shown_blocks = ["SE_1_1", "SE_2_1", "SE_3_1", "SE_3_3"]
 shown_classes = [c for c in (0, 1, 3, 8) if c < data.num_classes]
 colors = C.plt.cm.tab10(np.arange(10))

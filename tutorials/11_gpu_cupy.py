@@ -1,15 +1,16 @@
 """Step 11: the same code on the GPU, with CuPy.
+=============================================
 
 The lesson
 ----------
-No op in minise calls NumPy directly on data. Each one asks the data where it lives,
+No op in minise calls NumPy directly on data. Each one asks the data where it lives::
 
     xp = get_array_module(x)       # numpy for NumPy arrays, cupy for CuPy arrays
     y = xp.maximum(x, 0)
 
 and CuPy copies NumPy's interface, so the whole library (ops, SE block, networks, optimiser,
 data augmentation) runs unchanged on an NVIDIA GPU once the arrays are CuPy arrays. Moving them
-is one of three calls:
+is one of three calls::
 
     minise.set_default_device("cuda")     # new tensors and parameters are created on the GPU
     x = x.to("cuda")                      # one tensor (gradients flow back across the copy)
@@ -26,7 +27,9 @@ error you get, and runs the device switch on the simulated GPU that minise ships
 (``minise.testing.simulated_gpu``: NumPy underneath, CuPy's strictness on top) so you can see the
 same code path.
 
-Run:  python tutorials/11_gpu_cupy.py [--out DIR] [--quick]
+Run::
+
+    python tutorials/11_gpu_cupy.py [--out DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from minise.nn import init
 from minise.optim import SGD
 from minise.testing import simulated_gpu
 
-args = C.setup(__file__, __doc__)
+args = C.setup(__doc__)
 rng = np.random.default_rng(0)
 
 
@@ -82,7 +85,7 @@ def time_on(device: str, batches: list[int], repeat: int) -> dict[str, float]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("1. Is there a GPU?")
 has_gpu = backend.gpu_available()
 print("CuPy with a usable GPU:", "yes" if has_gpu else "no")
@@ -93,7 +96,7 @@ if not has_gpu:
         print("minise.set_default_device('cuda') says:\n  DeviceError:", exc)
     C.claim(minise.get_default_device() == "cpu", "without a GPU the default device stays 'cpu'")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("2. The device switch")
 if not has_gpu:
     # minise.testing ships a strict simulated GPU: inside the block below, "cuda" means it
@@ -134,7 +137,7 @@ with contextlib.nullcontext() if has_gpu else simulated_gpu():
     C.claim(next(fresh.parameters()).device == "cuda", "set_default_device('cuda'): new parameters are created there")
     minise.set_default_device("cpu")
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section("3. Timings")
 batches = [32] if args.quick else [32, 128]
 repeat = 2 if args.quick else 3

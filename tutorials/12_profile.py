@@ -1,10 +1,11 @@
 """Step 12: where a training step spends its time, op by op.
+=========================================================
 
 The lesson
 ----------
 A training step of SE-ResNet-20 is a few hundred op calls: each layer's forward on the way up,
 each backward on the way down (steps 1–7), then the SGD update. ``minise.profile`` times every
-op's forward and backward separately and adds them up by op type:
+op's forward and backward separately and adds them up by op type::
 
     with minise.profile.record() as prof:          # every Function's forward and backward timed
         loss = F.cross_entropy(model(x), t)
@@ -33,7 +34,9 @@ Run with ``MINISE_FAST=0`` to profile the textbook code itself and compare the t
 Timings move with the machine's load; the shares move less. ``benchmarks/profile_step.py`` runs the
 same profile from the command line.
 
-Run:  python tutorials/12_profile.py [--out DIR] [--quick] [--model se_resnet20] [--batch 128]
+Run::
+
+    python tutorials/12_profile.py [--out DIR] [--quick] [--model se_resnet20] [--batch 128]
 """
 
 from __future__ import annotations
@@ -49,12 +52,12 @@ def extra(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="profiled steps (default 3; 1 with --quick)")
 
 
-args = C.setup(__file__, __doc__, extra=extra)
+args = C.setup(__doc__, extra=extra)
 name = args.model or ("se_resnet8" if args.quick else "se_resnet20")
 batch = args.batch or (16 if args.quick else 128)
 steps = args.steps or (1 if args.quick else 3)
 
-# ----------------------------------------------------------------------------------------------
+# %%
 C.section(f"Profile {steps} training step(s) of {name}, batch {batch} × 3×32×32")
 nn.init.manual_seed(0)
 model = models.create(name)

@@ -8,12 +8,18 @@ Each step is run as ``python tutorials/NN_name.py [--out DIR] [--quick]``. This 
 - gives each step ``--out`` (default ``./tutorial_out/NN_name/``) and ``--quick``,
 - provides :func:`claim`, the assertion every step uses for the facts it teaches: it raises
   ``AssertionError`` with the message (never stripped by ``python -O``) and prints ``[ok]``.
+
+The same scripts are the pages of the course site's tutorial gallery (docs/conf.py, sphinx-gallery),
+which runs them without ``__file__`` and with ``__doc__ = ""``: :func:`setup` therefore finds the
+script through ``sys.argv[0]`` and reads its docstring from the file itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -33,11 +39,23 @@ import numpy as np  # noqa: E402
 __all__ = ["setup", "save", "claim", "best_time", "get_cifar", "plt", "ROOT", "section"]
 
 
-def setup(file: str, description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None,
-          argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the step's command line and create its output folder (``args.out``, a Path)."""
-    name = Path(file).stem  # e.g. "03_convolution"
-    parser = argparse.ArgumentParser(description=description.strip().splitlines()[0],
+def setup(description: str | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None,
+          argv: list[str] | None = None, file: str | None = None) -> argparse.Namespace:
+    """Parse the step's command line and create its output folder (``args.out``, a Path).
+
+    ``description`` is the step's docstring (``__doc__``); ``file`` its path, by default the script
+    being run (``sys.argv[0]``). An empty description is read from that file's own docstring. Where no
+    tutorial script is running (a notebook downloaded from the site) the defaults apply: nothing is read
+    from the command line, whose arguments then belong to Jupyter.
+    """
+    script = Path(file if file is not None else (sys.argv[0] if sys.argv else ""))
+    is_step = re.match(r"\d\d_", script.name) is not None and script.suffix == ".py"
+    if not description and is_step and script.is_file():
+        description = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+    if argv is None and not is_step and file is None:
+        argv = []  # e.g. ipykernel's "-f kernel.json"
+    name = script.stem if is_step else "notebook"  # e.g. "03_convolution_three_ways"
+    parser = argparse.ArgumentParser(description=(description or name).strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("tutorial_out") / name,
                         help=f"folder for the figures (default: ./tutorial_out/{name}/)")
