@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, grade, write_atomically
+from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, check_seed, find_package, grade, new_seed, write_atomically
 from .markers import ASSIGNMENTS, AssignmentError
 from .sandbox import Sandbox, check_mode
 
@@ -35,7 +35,7 @@ __all__ = ["grade_all", "extract_archive", "ARCHIVES", "MAX_MEMBERS", "MAX_UNPAC
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_MEMBERS = 5000
 MAX_UNPACKED_BYTES = 200 << 20
-COLUMNS = ["student", "assignment", "score", "passed", "total", "status", "reason"]
+COLUMNS = ["student", "assignment", "score", "passed", "total", "status", "reason", "seed"]
 
 
 def _safe_name(name: str) -> PurePosixPath:
@@ -158,9 +158,13 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
               jobs: int = 1, only: set[str] | None = None, tests_dir: str | os.PathLike | None = None,
               time_limit: float = DEFAULT_TIME_LIMIT, timeout: float = DEFAULT_TIMEOUT,
               sandbox: Sandbox | str = "auto", user: str | int | None = None,
-              progress: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[str], Any] | None = None, seed: int | None = None) -> list[dict[str, Any]]:
     """Grade every submission in ``submissions``; write the gradebook CSV ``out`` and one JSON per student
-    in ``details`` (default: next to ``out``, folder ``<out stem>_details``). Returns the CSV rows."""
+    in ``details`` (default: next to ``out``, folder ``<out stem>_details``). Returns the CSV rows.
+
+    ``seed``: the graded tests' random inputs, one for the whole batch (every student is graded on the
+    same inputs, and the reference runs once); default fresh randomness. It is in each row and each
+    student's JSON, so any grade can be reproduced with ``grade --seed``."""
     folder = Path(submissions)
     if not folder.is_dir():
         raise AssignmentError(f"{folder} is not a folder of submissions")
@@ -172,8 +176,13 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
         raise AssignmentError(f"{folder} holds no submissions")
     if not isinstance(sandbox, Sandbox):
         check_mode(sandbox)  # a usage error before any student, not an error row for each
+    check_seed(seed)
+    seed = new_seed() if seed is None else seed
+    if progress is not None:
+        progress(f"grading seed {seed} (grade again on the same inputs with --seed {seed})")
     # the sandbox is chosen (bwrap probed) again for each student: no verdict outlives one student's run
-    options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=sandbox, user=user)
+    options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=sandbox, user=user,
+                   seed=seed)
     chosen = sorted(only) if only else list(ASSIGNMENTS)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()
@@ -185,7 +194,7 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
             write_atomically(details / f"{_file_name(student, taken)}.json",
                              json.dumps(_details(student, result), indent=2) + "\n")
             for name in chosen:
-                rows.append(_row(student, name, result))
+                rows.append(_row(student, name, result) | {"seed": seed})
             if progress is not None:
                 summary = result.get("error") or ", ".join(
                     f"{n} {100 * a['score']:.0f}%" for n, a in result["assignments"].items())
@@ -214,7 +223,8 @@ def _details(student: str, result: dict[str, Any]) -> dict[str, Any]:
     if "error" in result:
         return {"student": student, "error": result["error"], "notes": result.get("notes", []),
                 "seconds": result["seconds"]}
-    return {"student": student, "seconds": result["seconds"], "notes": result.get("notes", []),
+    return {"student": student, "seconds": result["seconds"], "seed": result.get("seed"),
+            "notes": result.get("notes", []),
             "sandbox": result.get("sandbox"),
             "assignments": {n: {"score": a["score"], "passed": a["passed"], "total": a["total"], "errors": a["errors"],
                                 "failing": [{k: t[k] for k in ("test", "error_type", "message")}

@@ -8,7 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, format_table, grade, write_atomically
+from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, MAX_SEED, check_seed, format_table, grade, write_atomically
 from .make import make
 from .markers import ASSIGNMENTS, AssignmentError, parse_only
 from .sandbox import MODES, SandboxWarning
@@ -30,6 +30,19 @@ def _grading_options(p: argparse.ArgumentParser) -> None:
                         "none: no namespaces (a self-check on your own machine; warned and recorded)")
     p.add_argument("--user", metavar="NAME|UID",
                    help="the unprivileged user student code runs as when grading as root (default nobody)")
+    p.add_argument("--seed", type=_seed, metavar="N",
+                   help="the seed the graded tests draw their random inputs from, the same for the reference and "
+                        "every student (default: a fresh one, printed and written to the results, so that a grade "
+                        "can be reproduced); a self-check without it uses the public inputs")
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+        check_seed(seed)
+    except (ValueError, AssignmentError):
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}") from None
+    return seed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gs.add_argument("--points", type=float, default=100.0)
     gs.add_argument("--sandbox", choices=MODES, default="auto")
     gs.add_argument("--user")
+    gs.add_argument("--seed", type=_seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if command == "grade":
             result = grade(args.student_dir, only, tests_dir=args.tests, time_limit=args.time_limit,
-                           timeout=args.timeout, sandbox=args.sandbox, user=args.user)
+                           timeout=args.timeout, sandbox=args.sandbox, user=args.user, seed=args.seed)
             print(format_table(result))
             path = Path(args.json) if args.json else Path(args.student_dir) / "grades.json"
             write_atomically(path, json.dumps(result, indent=2) + "\n")
@@ -107,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 raise AssignmentError(f"--jobs must be at least 1, got {args.jobs}")
             rows = grade_all(args.submissions, args.out, details=args.details, jobs=args.jobs, only=only,
                              tests_dir=args.tests, time_limit=args.time_limit, timeout=args.timeout,
-                             sandbox=args.sandbox, user=args.user, progress=print)
+                             sandbox=args.sandbox, user=args.user, progress=print, seed=args.seed)
             print(f"gradebook written to {args.out}: {len(rows)} rows")
             failed = sorted({r["student"] for r in rows if r["status"] == "error" and r["score"] is None})
             if failed:
@@ -124,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         return gradescope.run_autograder(args.root, only=only, tests_dir=args.tests, time_limit=args.time_limit,
                                          timeout=args.timeout, points=args.points, sandbox=args.sandbox,
-                                         user=args.user)
+                                         user=args.user, seed=args.seed)
     except AssignmentError as exc:
         print(f"minise assignments: error: {exc}", file=sys.stderr)
         return 2

@@ -35,8 +35,8 @@ from .make import INSTRUCTOR_ONLY, ignore_caches, project_root, remove_instructo
 from .markers import ASSIGNMENTS, AssignmentError, assignment_of
 from .sandbox import Limits, Sandbox, choose_sandbox
 
-__all__ = ["DEFAULT_TIME_LIMIT", "DEFAULT_TIMEOUT", "graded_files", "grade", "format_table", "write_atomically",
-           "find_package", "copy_package"]
+__all__ = ["DEFAULT_TIME_LIMIT", "DEFAULT_TIMEOUT", "SEED_ENV", "graded_files", "grade", "format_table",
+           "write_atomically", "find_package", "copy_package", "new_seed", "check_seed"]
 
 DEFAULT_TIME_LIMIT = 300.0
 """Seconds one graded test may run before it fails (a marker's ``time_limit`` may set less)."""
@@ -166,7 +166,7 @@ class _Session:
 
 
 def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chosen: list[str], time_limit: float,
-                 limits: Limits, deadline: float, only: list[str] | None, mode: str) -> _Session:
+                 limits: Limits, deadline: float, only: list[str] | None, mode: str, seed: int | None) -> _Session:
     inside = box.root_inside(run_dir)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
            "PYTHONPATH": f"{inside}:{inside}/_grader", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
@@ -174,6 +174,8 @@ def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chos
            "MINISE_FAST": "0",  # the textbook code in both runs (docs/instructors.md)
            plugin.ENV_ROOT: inside, plugin.ENV_ASSIGNMENTS: ",".join(chosen), plugin.ENV_MODE: mode,
            plugin.ENV_TIME_LIMIT: str(float(time_limit))}
+    if seed is not None:  # the graded tests draw their inputs from it (tests/assignments/checks.py)
+        env[SEED_ENV] = str(seed)
     if box.kind == "none":
         private = work / f"tmp{secrets.token_hex(4)}"
         private.mkdir(mode=0o700)
@@ -300,7 +302,7 @@ class _Run:
 
 
 def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mode: str, box: Sandbox,
-                 time_limit: float, limits: Limits, deadline: float) -> _Run:
+                 time_limit: float, limits: Limits, deadline: float, seed: int | None) -> _Run:
     """Copy ``pkg`` next to the tests and run the graded tests on it, in the sandbox, resuming after a
     test that was killed or took the process down with it."""
     with tempfile.TemporaryDirectory(prefix="minise-grade-") as tmp:
@@ -320,7 +322,7 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
             # a sandbox that does not start (bwrap out of namespaces under load) is tried once more, then
             # the grading stops with an error: a run that never started is not a score of 0
             for _attempt in (1, 2):
-                s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+                s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode, seed)
                 if s.launched:
                     return s
             first = next((line for line in s.output.splitlines() if line.strip()), f"exit code {s.returncode}")
@@ -349,6 +351,21 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
     return _Run(sessions, events, selected, package, notes)
 
 
+SEED_ENV = "MINISE_GRADE_SEED"  # read by tests/assignments/checks.py
+MAX_SEED = 2**63 - 1
+
+
+def new_seed() -> int:
+    """A fresh grading seed (63 random bits)."""
+    return secrets.randbits(63)
+
+
+def check_seed(seed: int | None) -> None:
+    """A grading seed is None (choose one) or an int in 0..2**63-1; anything else is one clear error."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise AssignmentError(f"the grading seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+
+
 _REFERENCE_CACHE: dict[tuple[str, ...], list[tuple[frozenset[str], dict[str, Any]]]] = {}
 
 
@@ -361,15 +378,15 @@ def _fingerprint(folder: Path) -> str:
 
 
 def _reference(reference_pkg: Path, tests: Path, files: list[str], chosen: list[str], box: Sandbox,
-               time_limit: float, limits: Limits, deadline: float) -> dict[str, Any]:
+               time_limit: float, limits: Limits, deadline: float, seed: int) -> dict[str, Any]:
     """The reference package's run over the graded tests of ``chosen`` (cached per contents of the tests
-    and the reference, so a batch runs it once):
+    the reference and the seed, so a batch with one seed runs it once):
     ``{"tests": {id: {"passed", "skipped", "message", "observations"}}, "errors": [...], "collect_errors"}``."""
-    key = (_fingerprint(tests), _fingerprint(reference_pkg), box.kind, str(time_limit))
+    key = (_fingerprint(tests), _fingerprint(reference_pkg), box.kind, str(time_limit), str(seed))
     for covered, cached in _REFERENCE_CACHE.get(key, []):
         if covered >= set(chosen):
             return cached
-    run = _run_package(reference_pkg, tests, files, chosen, "reference", box, time_limit, limits, deadline)
+    run = _run_package(reference_pkg, tests, files, chosen, "reference", box, time_limit, limits, deadline, seed)
     outcome = _outcomes(run.events)
     observations = _observations(run.events)
     errors: list[str] = []
@@ -392,7 +409,8 @@ def _reference(reference_pkg: Path, tests: Path, files: list[str], chosen: list[
 def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_dir: str | os.PathLike | None = None,
           time_limit: float = DEFAULT_TIME_LIMIT, timeout: float = DEFAULT_TIMEOUT,
           sandbox: Sandbox | str = "auto", user: str | int | None = None,
-          limits: Limits | None = None, reference_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+          limits: Limits | None = None, reference_dir: str | os.PathLike | None = None,
+          seed: int | None = None) -> dict[str, Any]:
     """Grade a student copy; returns ``{"assignments": {name: {"score", "passed", "total", "tests", "errors"}}}``.
 
     ``tests_dir``: the tests to grade with (default: the ``tests`` folder of the checkout this minise
@@ -403,6 +421,10 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     set less); ``timeout``: seconds for the whole run. ``sandbox``: "auto", "bwrap", "none" or a
     :class:`Sandbox`; ``user``: who student code runs as when the grader is root (default nobody).
     An assignment whose graded tests could not all be loaded scores 0, with the reason in its ``errors``.
+    ``seed``: the graded tests' random inputs, shared by the reference run and the student's (default:
+    fresh randomness, :func:`new_seed`); recorded as the result's ``"seed"`` so the grade can be
+    reproduced. A self-check (no reference) uses the public inputs of the student's own ``pytest`` run
+    (``"seed"`` None) unless a seed is given: then it runs on a grading's inputs.
     """
     started = time.monotonic()
     student = Path(student_dir).resolve()
@@ -420,19 +442,23 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
         raise AssignmentError(f"the graded tests compare with PyTorch, which {sys.executable} does not have; "
                               "install its CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu")
     chosen = sorted(only) if only else list(ASSIGNMENTS)
+    check_seed(seed)
     box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
     limits = limits or Limits(cpu_seconds=int(timeout) + 60)
     # a student checking their own copy has no reference: their tests compare with the oracle themselves
     self_check = reference_pkg == pkg.resolve()
+    if seed is None and not self_check:
+        seed = new_seed()
     reference = None if self_check else _reference(reference_pkg, tests, files, chosen, box, time_limit, limits,
-                                                   time.monotonic() + timeout)
+                                                   time.monotonic() + timeout, seed)
     started = time.monotonic()  # the reference run (once per batch) does not eat the student's time
     run = _run_package(pkg, tests, files, chosen, "self" if self_check else "student", box, time_limit, limits,
-                       started + timeout)
+                       started + timeout, seed)
     _check_isolation(run.events, run.sessions[0].output, run.package, student)
     result = _scores(run, reference, chosen, tests, student)
     result["sandbox"] = {"kind": box.kind, "user": box.user[0] if box.user else None, "warnings": box.warnings,
                          "runs": len(run.sessions)}
+    result["seed"] = seed
     result["judged_by"] = "the test process (a self-check)" if self_check else "the grader, against the reference"
     result["notes"] = run.notes + _review_notes(pkg)
     return result
@@ -626,4 +652,7 @@ def format_table(result: dict[str, Any]) -> str:
     total = sum(a["passed"] for a in result["assignments"].values())
     count = sum(a["total"] for a in result["assignments"].values())
     lines.append(f"total: {total}/{count} tests passed")
+    seed = result.get("seed")
+    lines.append("inputs: the public ones (your own pytest run's)" if seed is None else
+                 f"inputs: drawn from grading seed {seed} (--seed {seed} grades on the same inputs again)")
     return "\n".join(lines)

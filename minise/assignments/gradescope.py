@@ -127,9 +127,10 @@ def gradescope_results(result: dict[str, Any], points: float = 100.0, seconds: f
 def run_autograder(root: str | os.PathLike = "/autograder", only: set[str] | None = None,
                    tests_dir: str | os.PathLike | None = None, time_limit: float = DEFAULT_TIME_LIMIT,
                    timeout: float = DEFAULT_TIMEOUT, points: float = 100.0, sandbox: str = "auto",
-                   user: str | None = None) -> int:
+                   user: str | None = None, seed: int | None = None) -> int:
     """Grade ``root/submission`` and write ``root/results/results.json`` (always, with the reason when
-    the submission cannot be graded); returns 0 once the results are written."""
+    the submission cannot be graded); returns 0 once the results are written. ``seed``: the graded
+    tests' inputs (default fresh for each submission; printed in the run's log)."""
     started = time.monotonic()
     root = Path(root)
     tests = Path(tests_dir) if tests_dir is not None else root / "source" / "tests"
@@ -140,7 +141,7 @@ def run_autograder(root: str | os.PathLike = "/autograder", only: set[str] | Non
             raise AssignmentError("no minise/ package (with __init__.py) in the submission: upload the minise "
                                   "folder of your copy (or a zip of your copy)")
         result = grade(found, only, tests_dir=tests, time_limit=time_limit, timeout=timeout, sandbox=sandbox,
-                       user=user)
+                       user=user, seed=seed)
         results = gradescope_results(result, points, time.monotonic() - started)
         print(format_table(result))
         for warning in result.get("sandbox", {}).get("warnings", []):

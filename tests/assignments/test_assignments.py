@@ -28,6 +28,8 @@ from minise.assignments import handout
 
 REPO = A.project_root()
 WRONG = Path(__file__).parent / "wrong"
+# grading seeds: fixed here, so that a failure can be reproduced (a real grading draws a fresh one)
+GRADING_SEEDS = (20181, 7_000_000_000_000_000_001, 2**63 - 1)
 
 
 # ------------------------------------------------------------------ regions, copies, restoring
@@ -209,7 +211,7 @@ def rounds(bank: list[Wrong], parts_of: dict[str, list[str]]) -> list[list[Wrong
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def reference_grades(tmp_path_factory) -> dict:
-    return A.grade(reference_copy(tmp_path_factory.mktemp("reference")))
+    return A.grade(reference_copy(tmp_path_factory.mktemp("reference")), seed=GRADING_SEEDS[0])
 
 
 @pytest.fixture(scope="module")
@@ -246,12 +248,37 @@ def test_bad_markers_are_clear_errors(text, message):
 
 
 # ------------------------------------------------------------------ the reference and a fresh copy
-def test_reference_scores_100_percent(reference_grades):
-    for name, a in reference_grades["assignments"].items():
+def check_full_marks(result: dict) -> None:
+    for name, a in result["assignments"].items():
         assert not a["errors"], f"{name}: {a['errors']}"
         failed = [t["test"] + ": " + t["message"] for t in a["tests"] if not t["passed"]]
         assert a["total"] > 0 and not failed, f"the reference fails graded tests of {name!r}: {failed}"
         assert a["score"] == 1.0
+
+
+def test_reference_scores_100_percent(reference_grades):
+    check_full_marks(reference_grades)
+    assert reference_grades["seed"] == GRADING_SEEDS[0]
+
+
+@pytest.mark.parametrize("seed", GRADING_SEEDS[1:])
+def test_reference_scores_100_percent_under_other_grading_seeds(tmp_path, seed, parts_of):
+    result = A.grade(reference_copy(tmp_path), seed=seed)
+    check_full_marks(result)
+    assert result["seed"] == seed and set(outcomes(result)) == set(parts_of)
+
+
+def test_a_grading_without_a_seed_draws_one_and_records_it(tmp_path):
+    copy = reference_copy(tmp_path / "student")
+    seeds = [A.grade(copy, only={"training"})["seed"] for _ in range(2)]
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds) and seeds[0] != seeds[1]
+    assert A.grade(copy, only={"training"}, reference_dir=copy / "minise")["seed"] is None  # a self-check
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, True, "7"])
+def test_a_bad_grading_seed_is_a_clear_error(tmp_path, seed):
+    with pytest.raises(A.AssignmentError, match="grading seed must be an integer"):
+        A.grade(reference_copy(tmp_path), seed=seed)
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -381,6 +408,40 @@ def test_every_wrong_solution_fails_the_tests_that_should_catch_it(tmp_path_fact
         rows = outcomes(result)
         broken = [t for t, r in rows.items() if not r["passed"] and not set(r["parts"]) & replaced]
         assert not broken, f"tests failing though they need none of {sorted(replaced)}: {broken}"
+
+
+MEMORISER = next(w for w in BANK if w.name == "autograd__sigmoid_memorised.txt")
+
+
+def test_a_memorised_solution_passes_the_public_tests_and_scores_zero_when_graded(tmp_path):
+    """The attack: run the visible tests once, record each answer by a hash of its inputs, hand in a
+    lookup table. It must pass the student's own run (so the attack is real) and fail every test of
+    its part in a grading, whose inputs come from the grading seed."""
+    copy = reference_copy(tmp_path / "student")
+    apply_wrong(copy, MEMORISER)
+    shutil.copytree(REPO / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__", "wrong"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINISE_GRADE")} | {"PYTHONPATH": str(copy)}
+
+    def public(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "tests/assignments/test_graded_autograd.py", "-k", "sigmoid"],
+                              cwd=copy, env=env | extra, capture_output=True, text=True, timeout=600)
+
+    recording = public(MINISE_MEMORISE="1")
+    assert recording.returncode == 0, recording.stdout[-3000:]
+    book = sorted((copy / "minise" / "functional" / "sigmoid_answers").glob("*.npy"))
+    assert len(book) >= 3, "the recording run wrote no answers"
+    replay = public()  # the book alone: no true answer is computed any more
+    assert replay.returncode == 0 and " passed" in replay.stdout, replay.stdout[-3000:]
+    shutil.rmtree(copy / "tests")
+
+    result = A.grade(copy, only={"autograd"}, seed=GRADING_SEEDS[1])
+    rows = outcomes(result)
+    memorised = {t: r for t, r in rows.items() if r["parts"][0] == MEMORISER.tag}
+    assert memorised and not [t for t, r in memorised.items() if r["passed"]], \
+        "a memorised answer passed under a grading seed"
+    others = [t for t, r in rows.items() if MEMORISER.tag not in r["parts"] and not r["passed"]]
+    assert not others, f"tests that do not need sigmoid failed: {others}"
 
 
 @pytest.mark.slow
