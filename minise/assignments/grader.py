@@ -32,7 +32,7 @@ from typing import Any
 from . import plugin
 from .judge import judge
 from .make import INSTRUCTOR_ONLY, ignore_caches, project_root, remove_instructor_only
-from .markers import ASSIGNMENTS, AssignmentError, assignment_of
+from .markers import ASSIGNMENTS, AssignmentError, assignment_of, find_parts, manifest_parts
 from .sandbox import Limits, Sandbox, choose_sandbox
 
 __all__ = ["DEFAULT_TIME_LIMIT", "DEFAULT_TIMEOUT", "SEED_ENV", "graded_files", "grade", "format_table",
@@ -410,7 +410,7 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
           time_limit: float = DEFAULT_TIME_LIMIT, timeout: float = DEFAULT_TIMEOUT,
           sandbox: Sandbox | str = "auto", user: str | int | None = None,
           limits: Limits | None = None, reference_dir: str | os.PathLike | None = None,
-          seed: int | None = None) -> dict[str, Any]:
+          seed: int | None = None, part: str | None = None) -> dict[str, Any]:
     """Grade a student copy; returns ``{"assignments": {name: {"score", "passed", "total", "tests", "errors"}}}``.
 
     ``tests_dir``: the tests to grade with (default: the ``tests`` folder of the checkout this minise
@@ -424,7 +424,9 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     ``seed``: the graded tests' random inputs, shared by the reference run and the student's (default:
     fresh randomness, :func:`new_seed`); recorded as the result's ``"seed"`` so the grade can be
     reproduced. A self-check (no reference) uses the public inputs of the student's own ``pytest`` run
-    (``"seed"`` None) unless a seed is given: then it runs on a grading's inputs.
+    (``"seed"`` None) unless a seed is given: then it runs on a grading's inputs. ``part``: grade only the
+    tests that count for this part (``"autograd/sigmoid"``), under its assignment. The result's
+    ``"parts"`` says, for each part with a failing test, where it is written and its maths (the docstring).
     """
     started = time.monotonic()
     student = Path(student_dir).resolve()
@@ -442,6 +444,15 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
         raise AssignmentError(f"the graded tests compare with PyTorch, which {sys.executable} does not have; "
                               "install its CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu")
     chosen = sorted(only) if only else list(ASSIGNMENTS)
+    # the parts (where each is written, its maths): a self-check's copy names them in its manifest
+    known = find_parts(reference_pkg)
+    if reference_pkg == pkg.resolve():
+        known = manifest_parts(student) | known
+    selection = chosen
+    if part is not None:
+        if part not in known:
+            raise AssignmentError(f"unknown part {part!r}; the parts are: {', '.join(sorted(known))}")
+        chosen, selection = [part.split("/", 1)[0]], [part]
     check_seed(seed)
     box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
     limits = limits or Limits(cpu_seconds=int(timeout) + 60)
@@ -449,13 +460,16 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     self_check = reference_pkg == pkg.resolve()
     if seed is None and not self_check:
         seed = new_seed()
-    reference = None if self_check else _reference(reference_pkg, tests, files, chosen, box, time_limit, limits,
-                                                   time.monotonic() + timeout, seed)
+    reference = None if self_check else _reference(reference_pkg, tests, files, selection, box, time_limit,
+                                                   limits, time.monotonic() + timeout, seed)
     started = time.monotonic()  # the reference run (once per batch) does not eat the student's time
-    run = _run_package(pkg, tests, files, chosen, "self" if self_check else "student", box, time_limit, limits,
+    run = _run_package(pkg, tests, files, selection, "self" if self_check else "student", box, time_limit, limits,
                        started + timeout, seed)
     _check_isolation(run.events, run.sessions[0].output, run.package, student)
     result = _scores(run, reference, chosen, tests, student)
+    failing = sorted({t["parts"][0] for a in result["assignments"].values() for t in a["tests"] if not t["passed"]})
+    result["parts"] = {tag: {"file": known[tag].file, "function": known[tag].function, "line": known[tag].line,
+                             "maths": known[tag].maths} for tag in failing if tag in known}
     result["sandbox"] = {"kind": box.kind, "user": box.user[0] if box.user else None, "warnings": box.warnings,
                          "runs": len(run.sessions)}
     result["seed"] = seed
@@ -636,6 +650,13 @@ def _owners_in(path: Path) -> set[str]:
     return owners
 
 
+def _maths(doc: str, most: int = 14) -> list[str]:
+    """A part's docstring for the score table: its paragraphs of maths, not those about the fast paths."""
+    paragraphs = [p for p in doc.strip().split("\n\n") if p.strip() and not p.lstrip().startswith("On the CPU")]
+    lines = "\n\n".join(paragraphs).splitlines() or ["(no docstring)"]
+    return lines[:most] + (["..."] if len(lines) > most else [])
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The score table: one line per assignment, then PASS/FAIL per test (with the reason of a FAIL)."""
     lines = []
@@ -648,7 +669,12 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"  {'PASS' if t['passed'] else 'FAIL'}  {t['test']}")
             if not t["passed"] and t["message"]:
                 first = t["message"].splitlines()[0]
-                lines.append(f"        {first[:160]}")
+                lines.append(f"        {first[:400]}")
+        for tag, where in result.get("parts", {}).items():
+            if tag.split("/", 1)[0] == name:
+                lines.append(f"  {tag}: you write it in {where['file']}, {where['function']} (line {where['line']}); "
+                             "its maths:")
+                lines.extend(f"      {ln}".rstrip() for ln in _maths(where["maths"]))
     total = sum(a["passed"] for a in result["assignments"].values())
     count = sum(a["total"] for a in result["assignments"].values())
     lines.append(f"total: {total}/{count} tests passed")

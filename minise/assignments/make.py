@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from . import handout
-from .markers import ASSIGNMENTS, AssignmentError, Region, find_regions, strip_solutions
+from .markers import ASSIGNMENTS, AssignmentError, Region, find_parts, find_regions, strip_solutions
 
 __all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "project_root", "make", "strip_references",
            "ignore_caches", "remove_instructor_only", "fast_solves", "remove_fast_paths"]
@@ -177,9 +177,13 @@ def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path 
         if empty:
             raise AssignmentError(f"no solution regions are marked for assignment(s) {', '.join(empty)}; "
                                   "a copy without them would hand out the solutions (nothing was written)")
+        tags = sorted({r.tag for r in stripped})
+        where = find_parts(staging / "minise")  # found by their stubs: a solved part has neither marker nor stub
         manifest = {"assignments": {n: ASSIGNMENTS[n] for n in chosen},
-                    "parts": sorted({r.tag for r in stripped}), "references_taken_out": sorted(references),
-                    "fast_paths_taken_out": fast_removed}
+                    "parts": tags, "references_taken_out": sorted(references),
+                    "fast_paths_taken_out": fast_removed,
+                    "where": {t: {"file": where[t].file, "function": where[t].function, "line": where[t].line,
+                                  "maths": where[t].maths} for t in tags if t in where}}
         (staging / "ASSIGNMENTS.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(handout.readme(chosen), encoding="utf-8")  # the handout, one source
         if out.exists():
