@@ -612,3 +612,76 @@ def test_a_graded_file_that_cannot_be_loaded_zeroes_its_own_assignments(tmp_path
     assert result["assignments"]["conv"]["score"] == 0.0
     assert any("no_such_function" in e for e in result["assignments"]["conv"]["errors"])
     assert result["assignments"]["se"]["score"] == 1.0 and not result["assignments"]["se"]["errors"]
+
+
+# ------------------------------------------------------------------ the student's side: check, seeds
+def self_check_mode() -> str:
+    """The sandbox a student's check can use here: bwrap where it works, else none (skipped where that
+    would have to refuse: root, with a drop uid that cannot run this Python)."""
+    if A.sandbox._bwrap_works() is None:
+        return "bwrap"
+    if os.geteuid() == 0:
+        uid, gid = A.sandbox._resolve_user(None)
+        if not A.sandbox._uid_can_run_python(uid, gid):
+            pytest.skip(f"no bubblewrap, and uid {uid} cannot run {sys.executable}: a check as root must refuse")
+    return "none"
+
+
+SIGMOID_WRONG = "        (s,) = self.saved\n        return s * (1 - s)\n"
+
+
+def test_check_of_one_part_names_the_element_the_file_and_the_maths(tmp_path, capsys, parts_of):
+    student = tmp_path / "student"
+    A.make(student, {"autograd"})
+    mode = self_check_mode()
+    activation = student / "minise" / "functional" / "activation.py"
+    text = activation.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    stub_line = next(line for line in lines if line.strip().startswith(stub("autograd/sigmoid")))
+    activation.write_text(text.replace(stub_line, SIGMOID_WRONG), encoding="utf-8")  # s(1 − s), no upstream
+
+    assert A.main(["check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode]) == 1
+    out = capsys.readouterr().out
+    sigmoid_tests = [t for t, parts in parts_of.items() if parts[0] == "autograd/sigmoid"]
+    assert f"autograd: 0/{len(sigmoid_tests)} tests passed" in out
+    assert re.search(r"∂L/∂x: \d+ of 45 values differ from the expected; first at index \(0, 0\): "
+                     r"expected -?[0-9.e-]+, got -?[0-9.e-]+", out), out
+    # the part is found though its stub is gone (from ASSIGNMENTS.json), with its maths
+    assert "autograd/sigmoid: you write it in minise/functional/activation.py, Sigmoid.backward" in out
+    assert "∂L/∂x = ∂L/∂s · s · (1 − s)" in out
+    assert "inputs: the public ones" in out and "a self-check" in out
+    assert "relu" not in out.lower(), "a check of one part runs that part's tests only"
+
+    # written right, the same check passes, and so does a check under a grading seed
+    activation.write_text(text.replace(stub_line, "        (s,) = self.saved\n        return gs * s * (1 - s)\n"),
+                          encoding="utf-8")
+    assert A.main(["check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode]) == 0
+    assert f"autograd: {len(sigmoid_tests)}/{len(sigmoid_tests)} tests passed" in capsys.readouterr().out
+    assert A.main(["check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode, "--seed", "5"]) == 0
+    assert "inputs: drawn from grading seed 5" in capsys.readouterr().out
+
+
+def test_check_usage_errors_are_one_line(tmp_path, capsys):
+    student = tmp_path / "student"
+    A.make(student, {"autograd"})
+    assert A.main(["check", "autograd/nope", "--dir", str(student)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown part 'autograd/nope'; the parts are: autograd/add," in err and "Traceback" not in err
+    assert A.main(["check", "nope", "--dir", str(student)]) == 2
+    assert "unknown assignment(s) nope" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    assert A.main(["check", "--dir", str(tmp_path / "elsewhere")]) == 2
+    assert "holds no minise/ package" in capsys.readouterr().err
+
+
+def test_grade_takes_a_seed_and_records_it(tmp_path, capsys):
+    copy = reference_copy(tmp_path / "student")
+    out = tmp_path / "grades.json"
+    assert A.main(["grade", str(copy), "--only", "training", "--seed", "123", "--json", str(out)]) == 0
+    assert "inputs: drawn from grading seed 123 (--seed 123" in capsys.readouterr().out
+    assert json.loads(out.read_text())["seed"] == 123
+    for bad in ("-1", "x", str(2**63)):
+        with pytest.raises(SystemExit) as exc:
+            A.main(["grade", str(copy), "--seed", bad])
+        assert exc.value.code == 2
+        assert "expected an integer from 0 to" in capsys.readouterr().err

@@ -85,8 +85,13 @@ def test_grade_all_gives_every_submission_its_rows(tmp_path, submissions, capsys
     assert not (tmp_path / "escaped.txt").exists() and not (submissions.parent / "escaped.txt").exists()
     assert not list(tmp_path.glob("**/pwned*"))
 
+    # one grading seed for the batch: printed, in every row and in each student's file
+    seeds = {r["seed"] for r in rows}
+    assert len(seeds) == 1 and f"grading seed {next(iter(seeds))}" in captured.out
+
     details = tmp_path / "gradebook_details"
     alice = json.loads((details / "alice.json").read_text())
+    assert str(alice["seed"]) == next(iter(seeds))
     assert alice["assignments"]["autograd"]["failing"] == []
     bob = json.loads((details / "bob.json").read_text())
     failing = bob["assignments"]["autograd"]["failing"]
