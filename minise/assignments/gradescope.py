@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, format_table, grade, write_atomically
-from .make import ignore_caches, project_root
+from .make import KIT, course_files, ignore_caches, project_root
 from .markers import ASSIGNMENTS, AssignmentError
 
 __all__ = ["build_autograder", "run_autograder", "gradescope_results", "SOURCE_FILES"]
@@ -77,15 +77,16 @@ def build_autograder(out_zip: str | os.PathLike, only: set[str] | None = None,
         with zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED) as z:
             _add_script(z, "setup.sh", SETUP_SH)
             _add_script(z, "run_autograder", RUN_AUTOGRADER.format(options=shlex.join(options)))
+            files = course_files(source)
             for name in SOURCE_FILES:
-                src = source / name
-                if src.is_file():
+                src = files.get(name)
+                if src is not None and src.is_file():
                     z.write(src, f"{name}")
-                elif src.is_dir():
+                elif src is not None and src.is_dir():
                     for path in sorted(src.rglob("*")):
-                        rel = path.relative_to(source)
+                        rel = Path(name) / path.relative_to(src)
                         if path.is_file() and not path.is_symlink() and not ignore_caches("", [path.name]) \
-                                and "__pycache__" not in rel.parts:
+                                and "__pycache__" not in rel.parts and rel.parts[:2] != ("minise", KIT):
                             z.write(path, rel.as_posix())
         os.replace(tmp, out)
     except BaseException:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -685,3 +686,52 @@ def test_grade_takes_a_seed_and_records_it(tmp_path, capsys):
             A.main(["grade", str(copy), "--seed", bad])
         assert exc.value.code == 2
         assert "expected an integer from 0 to" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ from a wheel, not a checkout
+def test_make_check_and_grade_work_from_a_wheel_install(tmp_path):
+    """A wheel carries the course files inside the package (setup.py: minise/_kit), so the tools run with
+    no checkout in sight: the wheel is unpacked into a folder of its own and run from elsewhere."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=600,
+                           cwd=tmp_path)
+    if build.returncode != 0 and "No module named pip" in build.stderr:
+        pytest.skip("this Python has no pip to build the wheel with")
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = wheels.glob("minise-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        z.extractall(site)
+    assert "minise/_kit/tests/assignments/test_graded_autograd.py" in names
+    assert "minise/_kit/tests/conftest.py" in names and "minise/_kit/tutorials/07_se_block.py" in names
+    assert not [n for n in names if "__pycache__" in n]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINISE_GRADE")} | {"PYTHONPATH": str(site)}
+    mode = self_check_mode()
+
+    def minise(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "minise", "assignments", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    student = tmp_path / "student"
+    made = minise("make", str(student), "--only", "autograd")
+    assert made.returncode == 0, made.stderr
+    assert (student / "tests" / "assignments" / "test_graded_autograd.py").is_file()
+    assert (student / "tutorials" / "07_se_block.py").is_file()
+    assert (student / "README.md").read_text(encoding="utf-8") == handout.readme(["autograd"])
+    assert not (student / "minise" / "_kit").exists(), "the wheel's course files went into the copy's package"
+    assert stub("autograd/sigmoid") in (student / "minise" / "functional" / "activation.py").read_text()
+
+    checked = minise("check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "NotImplementedError: assignment 'autograd', part 'sigmoid'" in checked.stdout
+    assert "Sigmoid.backward" in checked.stdout
+
+    (student / "tests").rename(tmp_path / "elsewhere")  # grading uses the tests the wheel ships, not the copy's
+    graded = minise("grade", str(student), "--only", "autograd", "--sandbox", mode, "--seed", "3")
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    result = json.loads((student / "grades.json").read_text())
+    assert result["tests_dir"] == str(site / "minise" / "_kit" / "tests")
+    assert result["assignments"]["autograd"]["total"] > 0 and result["assignments"]["autograd"]["score"] == 0.0
