@@ -38,11 +38,16 @@ MAX_UNPACKED_BYTES = 200 << 20
 COLUMNS = ["student", "assignment", "score", "passed", "total", "status", "reason", "seed"]
 
 
-def _safe_name(name: str) -> PurePosixPath:
-    """An archive member's name as a relative path that stays inside the folder, or an error."""
+def _safe_name(name: str, is_dir: bool) -> PurePosixPath | None:
+    """An archive member's name as a relative path that stays inside the folder, or an error; None for the
+    folder itself (``.`` or ``./``, what ``tar -C dir .`` writes first)."""
     path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or not path.parts or re.match(r"^[A-Za-z]:", name):
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
         raise AssignmentError(f"the archive holds a path that leaves its folder: {name!r}")
+    if not path.parts:
+        if is_dir and name.strip("./") == "":
+            return None
+        raise AssignmentError(f"the archive holds a member with no name: {name!r}")
     return path
 
 
@@ -76,11 +81,15 @@ def extract_archive(archive: Path, dest: Path) -> list[str]:
                 if len(members) > MAX_MEMBERS:
                     raise AssignmentError(f"the archive has more than {MAX_MEMBERS} members")
                 for m in members:
-                    rel = _safe_name(m.filename)
+                    rel = _safe_name(m.filename, m.is_dir())
+                    # the Unix mode, when the archiver wrote one: no file-type bits (zipfile.writestr writes
+                    # 0o600 alone, Windows tools nothing) means a regular file
                     mode = m.external_attr >> 16
+                    if rel is None:
+                        continue
                     if m.is_dir():
                         dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
-                    elif mode and not stat.S_ISREG(mode):
+                    elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):
                         notes.append(f"left out {m.filename} (not a regular file)")
                     else:
                         with z.open(m) as data:
@@ -92,7 +101,9 @@ def extract_archive(archive: Path, dest: Path) -> list[str]:
                     count += 1
                     if count > MAX_MEMBERS:
                         raise AssignmentError(f"the archive has more than {MAX_MEMBERS} members")
-                    rel = _safe_name(m.name)
+                    rel = _safe_name(m.name, m.isdir())
+                    if rel is None:
+                        continue
                     if m.isdir():
                         dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
                     elif m.isreg():
@@ -197,7 +208,7 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
                 rows.append(_row(student, name, result) | {"seed": seed})
             if progress is not None:
                 summary = result.get("error") or ", ".join(
-                    f"{n} {100 * a['score']:.0f}%" for n, a in result["assignments"].items())
+                    f"{n} {_percent(a['score'])}" for n, a in result["assignments"].items())
                 progress(f"{student}: {summary} ({result['seconds']:.0f} s)")
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
@@ -207,6 +218,10 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
     return rows
 
 
+def _percent(score: float | None) -> str:
+    return "not graded" if score is None else f"{100 * score:.0f}%"
+
+
 def _row(student: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
     if "error" in result:
         # not graded (the sandbox did not start, no package, ...): no score, which the CSV leaves blank
@@ -214,7 +229,8 @@ def _row(student: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
                 "reason": result["error"].splitlines()[0][:300]}
     a = result["assignments"][name]
     reason = a["errors"][0].splitlines()[0][:300] if a["errors"] else ""
-    return {"student": student, "assignment": name, "score": round(a["score"], 4), "passed": a["passed"],
+    score = None if a["score"] is None else round(a["score"], 4)  # None: the instructor's tests did not run
+    return {"student": student, "assignment": name, "score": score, "passed": a["passed"],
             "total": a["total"], "status": "error" if a["errors"] else "graded", "reason": reason}
 
 

@@ -133,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
             path = Path(args.json) if args.json else Path(args.student_dir) / "grades.json"
             write_atomically(path, json.dumps(result, indent=2) + "\n")
             print(f"scores written to {path}")
+            ungraded = [n for n, a in result["assignments"].items() if a["score"] is None]
+            if ungraded:
+                print(f"minise assignments: error: not graded ({', '.join(ungraded)}): the graded tests do not run "
+                      "on the reference package; see the table", file=sys.stderr)
+                return 2
             return 0
         if command == "grade-all":
             from .batch import grade_all  # noqa: PLC0415 - only this command needs it

@@ -32,7 +32,7 @@ from typing import Any
 from . import plugin
 from .judge import judge
 from .make import INSTRUCTOR_ONLY, ignore_caches, project_root, remove_instructor_only
-from .markers import ASSIGNMENTS, AssignmentError, assignment_of, find_parts, manifest_parts
+from .markers import ASSIGNMENTS, AssignmentError, assignment_of, find_parts, manifest_parts, read_regular
 from .sandbox import Limits, Sandbox, choose_sandbox
 
 __all__ = ["DEFAULT_TIME_LIMIT", "DEFAULT_TIMEOUT", "SEED_ENV", "graded_files", "grade", "format_table",
@@ -60,7 +60,8 @@ def graded_files(tests_dir: str | os.PathLike) -> list[str]:
     for py in sorted(tests.rglob("test_*.py")):
         if any(py.resolve() == s or s in py.resolve().parents for s in skip):
             continue
-        if _MARKER_USE.search(py.read_text(encoding="utf-8")):
+        text = read_regular(py, 4 << 20)  # a student's own tests in a check: never a pipe
+        if text is not None and _MARKER_USE.search(text):
             found.append(Path("tests", py.relative_to(tests)).as_posix())
     return found
 
@@ -135,10 +136,17 @@ def copy_package(src: Path, dst: Path) -> list[str]:
             if count > MAX_PACKAGE_FILES or total > MAX_PACKAGE_BYTES:
                 raise AssignmentError(f"the student's package is too large (more than {MAX_PACKAGE_FILES} files "
                                       f"or {MAX_PACKAGE_BYTES >> 20} MiB)")
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f, open(dst / rel / name, "xb") as out:
-                shutil.copyfileobj(f, out)
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # swapped for a pipe since: no hang
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    notes.append(f"left out {rel / name} (not a regular file)")
+                    continue
+                with open(dst / rel / name, "xb") as out:
+                    shutil.copyfileobj(f, out)
     return notes
+
+
+MAX_REVIEW_BYTES = 4 << 20
 
 
 def _readable_by_all(root: Path) -> None:
@@ -420,7 +428,8 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     the reference's (:mod:`.judge`). ``time_limit``: seconds per test (a marker's ``time_limit`` may
     set less); ``timeout``: seconds for the whole run. ``sandbox``: "auto", "bwrap", "none" or a
     :class:`Sandbox`; ``user``: who student code runs as when the grader is root (default nobody).
-    An assignment whose graded tests could not all be loaded scores 0, with the reason in its ``errors``.
+    An assignment whose graded tests could not all be loaded scores 0, with the reason in its ``errors``;
+    when they cannot load or pass on the reference package (the instructor's side), its score is None.
     ``seed``: the graded tests' random inputs, shared by the reference run and the student's (default:
     fresh randomness, :func:`new_seed`); recorded as the result's ``"seed"`` so the grade can be
     reproduced. A self-check (no reference) uses the public inputs of the student's own ``pytest`` run
@@ -484,13 +493,10 @@ def _review_notes(pkg: Path) -> list[str]:
     found = []
     for py in sorted(pkg.rglob("*.py")):
         rel = py.relative_to(pkg).as_posix()
-        if rel.startswith("interop/") or py.is_symlink():
+        if rel.startswith("interop/"):
             continue
-        try:
-            text = py.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if _IMPORTS_TORCH.search(text):
+        text = read_regular(py, MAX_REVIEW_BYTES)  # never a pipe, a device or a link (a FIFO would hang here)
+        if text is not None and _IMPORTS_TORCH.search(text):
             found.append(rel)
     return [f"for review: minise/{rel} imports torch (outside minise/interop)" for rel in found]
 
@@ -553,6 +559,8 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
     outcome = _outcomes(run.events)
     observed = _observations(run.events)
     errors: dict[str, list[str]] = {name: [] for name in chosen}
+    # the instructor's side failed (the graded tests do not load or pass on the reference): no score at all
+    ungradable: dict[str, bool] = {name: False for name in chosen}
     for e, whose in [(e, "") for e in run.events] + [(e, " on the reference package")
                                                      for e in (reference or {}).get("collect_errors", [])]:
         if e["event"] == "collect_error":
@@ -561,6 +569,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
             for name in (owners or set(chosen)) & set(chosen):  # unknown owners: every assignment
                 errors[name].append(f"{e.get('where') or 'the test session'} could not be loaded{whose}:\n"
                                     f"{e.get('message')}")
+                ungradable[name] = ungradable[name] or bool(whose)
     if not first.collected:
         tail = "\n".join(first.output.strip().splitlines()[-30:])
         for name in chosen:
@@ -569,6 +578,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
     for message in (reference or {}).get("errors", []):
         for name in chosen:
             errors[name].append(f"the instructor's graded tests are broken: {message}")
+            ungradable[name] = True
     result: dict[str, Any] = {"student_dir": str(student), "tests_dir": str(tests), "assignments": {}}
     # the graded tests are those of the reference run (the student's process could leave some out);
     # without a reference (a self-check), those the test process selected
@@ -586,6 +596,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
                        "it observes no value, so the grader cannot judge it (use the checks of "
                        "tests/assignments/checks.py)")
                 errors[name].append(f"{test}: {why}")
+                ungradable[name] = True
                 continue
             r = outcome.get(test)
             if ref["skipped"] or (reference is None and r is not None and r["skipped"] and r["passed"] is not False):
@@ -609,7 +620,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
         if not rows and not errors[name]:
             errors[name].append(f"no graded tests of {name!r} were found")
         passed = sum(t["passed"] for t in rows)
-        score = passed / len(rows) if rows and not errors[name] else 0.0
+        score = None if ungradable[name] else passed / len(rows) if rows and not errors[name] else 0.0
         result["assignments"][name] = {"description": ASSIGNMENTS[name], "score": score, "passed": passed,
                                        "total": len(rows), "tests": rows, "errors": errors[name]}
     return result
@@ -661,8 +672,12 @@ def format_table(result: dict[str, Any]) -> str:
     """The score table: one line per assignment, then PASS/FAIL per test (with the reason of a FAIL)."""
     lines = []
     for name, a in result["assignments"].items():
-        note = "  (could not be graded completely: scored 0)" if a["errors"] else ""
-        lines.append(f"{name}: {a['passed']}/{a['total']} tests passed, score {100 * a['score']:.0f}%{note}")
+        if a["score"] is None:
+            lines.append(f"{name}: NOT GRADED: the graded tests do not run on the reference package (the "
+                         "instructor's side; no score is given)")
+        else:
+            note = "  (could not be graded completely: scored 0)" if a["errors"] else ""
+            lines.append(f"{name}: {a['passed']}/{a['total']} tests passed, score {100 * a['score']:.0f}%{note}")
         for err in a["errors"]:
             lines.extend("  ! " + ln for ln in err.splitlines())
         for t in a["tests"]:

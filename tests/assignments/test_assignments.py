@@ -605,14 +605,19 @@ def test_a_student_package_that_cannot_be_imported_scores_zero_with_the_reason(t
     assert "could not be graded completely" in A.format_table(result)
 
 
-def test_a_graded_file_that_cannot_be_loaded_zeroes_its_own_assignments(tmp_path):
+def test_a_graded_file_that_cannot_be_loaded_on_the_reference_leaves_its_assignments_ungraded(tmp_path, capsys):
+    """The instructor's side failing is no score of 0 for the student: no score, and a non-zero exit."""
     broken = "import pytest\nfrom minise.functional.conv import no_such_function\n\n\n" \
              "@pytest.mark.assignment(\"conv/forward\")\ndef test_x():\n    pass\n"
     tests = tiny_tests(tmp_path, {"tiny/test_broken.py": broken})
-    result = A.grade(reference_copy(tmp_path / "student"), tests_dir=tests)
-    assert result["assignments"]["conv"]["score"] == 0.0
+    student = reference_copy(tmp_path / "student")
+    result = A.grade(student, tests_dir=tests)
+    assert result["assignments"]["conv"]["score"] is None
     assert any("no_such_function" in e for e in result["assignments"]["conv"]["errors"])
     assert result["assignments"]["se"]["score"] == 1.0 and not result["assignments"]["se"]["errors"]
+    assert A.main(["grade", str(student), "--tests", str(tests)]) == 2
+    captured = capsys.readouterr()
+    assert "conv: NOT GRADED" in captured.out and "not graded (conv)" in captured.err
 
 
 # ------------------------------------------------------------------ the student's side: check, seeds
