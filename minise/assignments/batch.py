@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, grade, write_atomically
+from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, check_seed, find_package, grade, new_seed, write_atomically
 from .markers import ASSIGNMENTS, AssignmentError
 from .sandbox import Sandbox, check_mode
 
@@ -35,14 +35,19 @@ __all__ = ["grade_all", "extract_archive", "ARCHIVES", "MAX_MEMBERS", "MAX_UNPAC
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_MEMBERS = 5000
 MAX_UNPACKED_BYTES = 200 << 20
-COLUMNS = ["student", "assignment", "score", "passed", "total", "status", "reason"]
+COLUMNS = ["student", "assignment", "score", "passed", "total", "status", "reason", "seed"]
 
 
-def _safe_name(name: str) -> PurePosixPath:
-    """An archive member's name as a relative path that stays inside the folder, or an error."""
+def _safe_name(name: str, is_dir: bool) -> PurePosixPath | None:
+    """An archive member's name as a relative path that stays inside the folder, or an error; None for the
+    folder itself (``.`` or ``./``, what ``tar -C dir .`` writes first)."""
     path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or not path.parts or re.match(r"^[A-Za-z]:", name):
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", name):
         raise AssignmentError(f"the archive holds a path that leaves its folder: {name!r}")
+    if not path.parts:
+        if is_dir and name.strip("./") == "":
+            return None
+        raise AssignmentError(f"the archive holds a member with no name: {name!r}")
     return path
 
 
@@ -76,11 +81,15 @@ def extract_archive(archive: Path, dest: Path) -> list[str]:
                 if len(members) > MAX_MEMBERS:
                     raise AssignmentError(f"the archive has more than {MAX_MEMBERS} members")
                 for m in members:
-                    rel = _safe_name(m.filename)
+                    rel = _safe_name(m.filename, m.is_dir())
+                    # the Unix mode, when the archiver wrote one: no file-type bits (zipfile.writestr writes
+                    # 0o600 alone, Windows tools nothing) means a regular file
                     mode = m.external_attr >> 16
+                    if rel is None:
+                        continue
                     if m.is_dir():
                         dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
-                    elif mode and not stat.S_ISREG(mode):
+                    elif stat.S_IFMT(mode) and not stat.S_ISREG(mode):
                         notes.append(f"left out {m.filename} (not a regular file)")
                     else:
                         with z.open(m) as data:
@@ -92,7 +101,9 @@ def extract_archive(archive: Path, dest: Path) -> list[str]:
                     count += 1
                     if count > MAX_MEMBERS:
                         raise AssignmentError(f"the archive has more than {MAX_MEMBERS} members")
-                    rel = _safe_name(m.name)
+                    rel = _safe_name(m.name, m.isdir())
+                    if rel is None:
+                        continue
                     if m.isdir():
                         dest.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
                     elif m.isreg():
@@ -158,9 +169,13 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
               jobs: int = 1, only: set[str] | None = None, tests_dir: str | os.PathLike | None = None,
               time_limit: float = DEFAULT_TIME_LIMIT, timeout: float = DEFAULT_TIMEOUT,
               sandbox: Sandbox | str = "auto", user: str | int | None = None,
-              progress: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+              progress: Callable[[str], Any] | None = None, seed: int | None = None) -> list[dict[str, Any]]:
     """Grade every submission in ``submissions``; write the gradebook CSV ``out`` and one JSON per student
-    in ``details`` (default: next to ``out``, folder ``<out stem>_details``). Returns the CSV rows."""
+    in ``details`` (default: next to ``out``, folder ``<out stem>_details``). Returns the CSV rows.
+
+    ``seed``: the graded tests' random inputs, one for the whole batch (every student is graded on the
+    same inputs, and the reference runs once); default fresh randomness. It is in each row and each
+    student's JSON, so any grade can be reproduced with ``grade --seed``."""
     folder = Path(submissions)
     if not folder.is_dir():
         raise AssignmentError(f"{folder} is not a folder of submissions")
@@ -172,8 +187,13 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
         raise AssignmentError(f"{folder} holds no submissions")
     if not isinstance(sandbox, Sandbox):
         check_mode(sandbox)  # a usage error before any student, not an error row for each
+    check_seed(seed)
+    seed = new_seed() if seed is None else seed
+    if progress is not None:
+        progress(f"grading seed {seed} (grade again on the same inputs with --seed {seed})")
     # the sandbox is chosen (bwrap probed) again for each student: no verdict outlives one student's run
-    options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=sandbox, user=user)
+    options = dict(tests_dir=tests_dir, time_limit=time_limit, timeout=timeout, sandbox=sandbox, user=user,
+                   seed=seed)
     chosen = sorted(only) if only else list(ASSIGNMENTS)
     rows: list[dict[str, Any]] = []
     taken: set[str] = set()
@@ -185,10 +205,10 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
             write_atomically(details / f"{_file_name(student, taken)}.json",
                              json.dumps(_details(student, result), indent=2) + "\n")
             for name in chosen:
-                rows.append(_row(student, name, result))
+                rows.append(_row(student, name, result) | {"seed": seed})
             if progress is not None:
                 summary = result.get("error") or ", ".join(
-                    f"{n} {100 * a['score']:.0f}%" for n, a in result["assignments"].items())
+                    f"{n} {_percent(a['score'])}" for n, a in result["assignments"].items())
                 progress(f"{student}: {summary} ({result['seconds']:.0f} s)")
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
@@ -198,6 +218,10 @@ def grade_all(submissions: str | os.PathLike, out: str | os.PathLike, details: s
     return rows
 
 
+def _percent(score: float | None) -> str:
+    return "not graded" if score is None else f"{100 * score:.0f}%"
+
+
 def _row(student: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
     if "error" in result:
         # not graded (the sandbox did not start, no package, ...): no score, which the CSV leaves blank
@@ -205,7 +229,8 @@ def _row(student: str, name: str, result: dict[str, Any]) -> dict[str, Any]:
                 "reason": result["error"].splitlines()[0][:300]}
     a = result["assignments"][name]
     reason = a["errors"][0].splitlines()[0][:300] if a["errors"] else ""
-    return {"student": student, "assignment": name, "score": round(a["score"], 4), "passed": a["passed"],
+    score = None if a["score"] is None else round(a["score"], 4)  # None: the instructor's tests did not run
+    return {"student": student, "assignment": name, "score": score, "passed": a["passed"],
             "total": a["total"], "status": "error" if a["errors"] else "graded", "reason": reason}
 
 
@@ -214,7 +239,8 @@ def _details(student: str, result: dict[str, Any]) -> dict[str, Any]:
     if "error" in result:
         return {"student": student, "error": result["error"], "notes": result.get("notes", []),
                 "seconds": result["seconds"]}
-    return {"student": student, "seconds": result["seconds"], "notes": result.get("notes", []),
+    return {"student": student, "seconds": result["seconds"], "seed": result.get("seed"),
+            "notes": result.get("notes", []),
             "sandbox": result.get("sandbox"),
             "assignments": {n: {"score": a["score"], "passed": a["passed"], "total": a["total"], "errors": a["errors"],
                                 "failing": [{k: t[k] for k in ("test", "error_type", "message")}

@@ -32,11 +32,11 @@ from typing import Any
 from . import plugin
 from .judge import judge
 from .make import INSTRUCTOR_ONLY, ignore_caches, project_root, remove_instructor_only
-from .markers import ASSIGNMENTS, AssignmentError, assignment_of
+from .markers import ASSIGNMENTS, AssignmentError, assignment_of, find_parts, manifest_parts, read_regular
 from .sandbox import Limits, Sandbox, choose_sandbox
 
-__all__ = ["DEFAULT_TIME_LIMIT", "DEFAULT_TIMEOUT", "graded_files", "grade", "format_table", "write_atomically",
-           "find_package", "copy_package"]
+__all__ = ["DEFAULT_TIME_LIMIT", "DEFAULT_TIMEOUT", "SEED_ENV", "graded_files", "grade", "format_table",
+           "write_atomically", "find_package", "copy_package", "new_seed", "check_seed"]
 
 DEFAULT_TIME_LIMIT = 300.0
 """Seconds one graded test may run before it fails (a marker's ``time_limit`` may set less)."""
@@ -60,7 +60,8 @@ def graded_files(tests_dir: str | os.PathLike) -> list[str]:
     for py in sorted(tests.rglob("test_*.py")):
         if any(py.resolve() == s or s in py.resolve().parents for s in skip):
             continue
-        if _MARKER_USE.search(py.read_text(encoding="utf-8")):
+        text = read_regular(py, 4 << 20)  # a student's own tests in a check: never a pipe
+        if text is not None and _MARKER_USE.search(text):
             found.append(Path("tests", py.relative_to(tests)).as_posix())
     return found
 
@@ -135,10 +136,17 @@ def copy_package(src: Path, dst: Path) -> list[str]:
             if count > MAX_PACKAGE_FILES or total > MAX_PACKAGE_BYTES:
                 raise AssignmentError(f"the student's package is too large (more than {MAX_PACKAGE_FILES} files "
                                       f"or {MAX_PACKAGE_BYTES >> 20} MiB)")
-            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f, open(dst / rel / name, "xb") as out:
-                shutil.copyfileobj(f, out)
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # swapped for a pipe since: no hang
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    notes.append(f"left out {rel / name} (not a regular file)")
+                    continue
+                with open(dst / rel / name, "xb") as out:
+                    shutil.copyfileobj(f, out)
     return notes
+
+
+MAX_REVIEW_BYTES = 4 << 20
 
 
 def _readable_by_all(root: Path) -> None:
@@ -166,7 +174,7 @@ class _Session:
 
 
 def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chosen: list[str], time_limit: float,
-                 limits: Limits, deadline: float, only: list[str] | None, mode: str) -> _Session:
+                 limits: Limits, deadline: float, only: list[str] | None, mode: str, seed: int | None) -> _Session:
     inside = box.root_inside(run_dir)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
            "PYTHONPATH": f"{inside}:{inside}/_grader", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
@@ -174,6 +182,8 @@ def _run_session(box: Sandbox, run_dir: Path, work: Path, files: list[str], chos
            "MINISE_FAST": "0",  # the textbook code in both runs (docs/instructors.md)
            plugin.ENV_ROOT: inside, plugin.ENV_ASSIGNMENTS: ",".join(chosen), plugin.ENV_MODE: mode,
            plugin.ENV_TIME_LIMIT: str(float(time_limit))}
+    if seed is not None:  # the graded tests draw their inputs from it (tests/assignments/checks.py)
+        env[SEED_ENV] = str(seed)
     if box.kind == "none":
         private = work / f"tmp{secrets.token_hex(4)}"
         private.mkdir(mode=0o700)
@@ -300,7 +310,7 @@ class _Run:
 
 
 def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mode: str, box: Sandbox,
-                 time_limit: float, limits: Limits, deadline: float) -> _Run:
+                 time_limit: float, limits: Limits, deadline: float, seed: int | None) -> _Run:
     """Copy ``pkg`` next to the tests and run the graded tests on it, in the sandbox, resuming after a
     test that was killed or took the process down with it."""
     with tempfile.TemporaryDirectory(prefix="minise-grade-") as tmp:
@@ -320,7 +330,7 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
             # a sandbox that does not start (bwrap out of namespaces under load) is tried once more, then
             # the grading stops with an error: a run that never started is not a score of 0
             for _attempt in (1, 2):
-                s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode)
+                s = _run_session(box, run_dir, work, files, chosen, time_limit, limits, deadline, only, mode, seed)
                 if s.launched:
                     return s
             first = next((line for line in s.output.splitlines() if line.strip()), f"exit code {s.returncode}")
@@ -349,6 +359,21 @@ def _run_package(pkg: Path, tests: Path, files: list[str], chosen: list[str], mo
     return _Run(sessions, events, selected, package, notes)
 
 
+SEED_ENV = "MINISE_GRADE_SEED"  # read by tests/assignments/checks.py
+MAX_SEED = 2**63 - 1
+
+
+def new_seed() -> int:
+    """A fresh grading seed (63 random bits)."""
+    return secrets.randbits(63)
+
+
+def check_seed(seed: int | None) -> None:
+    """A grading seed is None (choose one) or an int in 0..2**63-1; anything else is one clear error."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise AssignmentError(f"the grading seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+
+
 _REFERENCE_CACHE: dict[tuple[str, ...], list[tuple[frozenset[str], dict[str, Any]]]] = {}
 
 
@@ -361,15 +386,15 @@ def _fingerprint(folder: Path) -> str:
 
 
 def _reference(reference_pkg: Path, tests: Path, files: list[str], chosen: list[str], box: Sandbox,
-               time_limit: float, limits: Limits, deadline: float) -> dict[str, Any]:
+               time_limit: float, limits: Limits, deadline: float, seed: int) -> dict[str, Any]:
     """The reference package's run over the graded tests of ``chosen`` (cached per contents of the tests
-    and the reference, so a batch runs it once):
+    the reference and the seed, so a batch with one seed runs it once):
     ``{"tests": {id: {"passed", "skipped", "message", "observations"}}, "errors": [...], "collect_errors"}``."""
-    key = (_fingerprint(tests), _fingerprint(reference_pkg), box.kind, str(time_limit))
+    key = (_fingerprint(tests), _fingerprint(reference_pkg), box.kind, str(time_limit), str(seed))
     for covered, cached in _REFERENCE_CACHE.get(key, []):
         if covered >= set(chosen):
             return cached
-    run = _run_package(reference_pkg, tests, files, chosen, "reference", box, time_limit, limits, deadline)
+    run = _run_package(reference_pkg, tests, files, chosen, "reference", box, time_limit, limits, deadline, seed)
     outcome = _outcomes(run.events)
     observations = _observations(run.events)
     errors: list[str] = []
@@ -392,7 +417,8 @@ def _reference(reference_pkg: Path, tests: Path, files: list[str], chosen: list[
 def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_dir: str | os.PathLike | None = None,
           time_limit: float = DEFAULT_TIME_LIMIT, timeout: float = DEFAULT_TIMEOUT,
           sandbox: Sandbox | str = "auto", user: str | int | None = None,
-          limits: Limits | None = None, reference_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+          limits: Limits | None = None, reference_dir: str | os.PathLike | None = None,
+          seed: int | None = None, part: str | None = None) -> dict[str, Any]:
     """Grade a student copy; returns ``{"assignments": {name: {"score", "passed", "total", "tests", "errors"}}}``.
 
     ``tests_dir``: the tests to grade with (default: the ``tests`` folder of the checkout this minise
@@ -402,7 +428,14 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
     the reference's (:mod:`.judge`). ``time_limit``: seconds per test (a marker's ``time_limit`` may
     set less); ``timeout``: seconds for the whole run. ``sandbox``: "auto", "bwrap", "none" or a
     :class:`Sandbox`; ``user``: who student code runs as when the grader is root (default nobody).
-    An assignment whose graded tests could not all be loaded scores 0, with the reason in its ``errors``.
+    An assignment whose graded tests could not all be loaded scores 0, with the reason in its ``errors``;
+    when they cannot load or pass on the reference package (the instructor's side), its score is None.
+    ``seed``: the graded tests' random inputs, shared by the reference run and the student's (default:
+    fresh randomness, :func:`new_seed`); recorded as the result's ``"seed"`` so the grade can be
+    reproduced. A self-check (no reference) uses the public inputs of the student's own ``pytest`` run
+    (``"seed"`` None) unless a seed is given: then it runs on a grading's inputs. ``part``: grade only the
+    tests that count for this part (``"autograd/sigmoid"``), under its assignment. The result's
+    ``"parts"`` says, for each part with a failing test, where it is written and its maths (the docstring).
     """
     started = time.monotonic()
     student = Path(student_dir).resolve()
@@ -420,19 +453,35 @@ def grade(student_dir: str | os.PathLike, only: set[str] | None = None, tests_di
         raise AssignmentError(f"the graded tests compare with PyTorch, which {sys.executable} does not have; "
                               "install its CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu")
     chosen = sorted(only) if only else list(ASSIGNMENTS)
+    # the parts (where each is written, its maths): a self-check's copy names them in its manifest
+    known = find_parts(reference_pkg)
+    if reference_pkg == pkg.resolve():
+        known = manifest_parts(student) | known
+    selection = chosen
+    if part is not None:
+        if part not in known:
+            raise AssignmentError(f"unknown part {part!r}; the parts are: {', '.join(sorted(known))}")
+        chosen, selection = [part.split("/", 1)[0]], [part]
+    check_seed(seed)
     box = sandbox if isinstance(sandbox, Sandbox) else choose_sandbox(sandbox, user)
     limits = limits or Limits(cpu_seconds=int(timeout) + 60)
     # a student checking their own copy has no reference: their tests compare with the oracle themselves
     self_check = reference_pkg == pkg.resolve()
-    reference = None if self_check else _reference(reference_pkg, tests, files, chosen, box, time_limit, limits,
-                                                   time.monotonic() + timeout)
+    if seed is None and not self_check:
+        seed = new_seed()
+    reference = None if self_check else _reference(reference_pkg, tests, files, selection, box, time_limit,
+                                                   limits, time.monotonic() + timeout, seed)
     started = time.monotonic()  # the reference run (once per batch) does not eat the student's time
-    run = _run_package(pkg, tests, files, chosen, "self" if self_check else "student", box, time_limit, limits,
-                       started + timeout)
+    run = _run_package(pkg, tests, files, selection, "self" if self_check else "student", box, time_limit, limits,
+                       started + timeout, seed)
     _check_isolation(run.events, run.sessions[0].output, run.package, student)
     result = _scores(run, reference, chosen, tests, student)
+    failing = sorted({t["parts"][0] for a in result["assignments"].values() for t in a["tests"] if not t["passed"]})
+    result["parts"] = {tag: {"file": known[tag].file, "function": known[tag].function, "line": known[tag].line,
+                             "maths": known[tag].maths} for tag in failing if tag in known}
     result["sandbox"] = {"kind": box.kind, "user": box.user[0] if box.user else None, "warnings": box.warnings,
                          "runs": len(run.sessions)}
+    result["seed"] = seed
     result["judged_by"] = "the test process (a self-check)" if self_check else "the grader, against the reference"
     result["notes"] = run.notes + _review_notes(pkg)
     return result
@@ -444,13 +493,10 @@ def _review_notes(pkg: Path) -> list[str]:
     found = []
     for py in sorted(pkg.rglob("*.py")):
         rel = py.relative_to(pkg).as_posix()
-        if rel.startswith("interop/") or py.is_symlink():
+        if rel.startswith("interop/"):
             continue
-        try:
-            text = py.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if _IMPORTS_TORCH.search(text):
+        text = read_regular(py, MAX_REVIEW_BYTES)  # never a pipe, a device or a link (a FIFO would hang here)
+        if text is not None and _IMPORTS_TORCH.search(text):
             found.append(rel)
     return [f"for review: minise/{rel} imports torch (outside minise/interop)" for rel in found]
 
@@ -513,6 +559,8 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
     outcome = _outcomes(run.events)
     observed = _observations(run.events)
     errors: dict[str, list[str]] = {name: [] for name in chosen}
+    # the instructor's side failed (the graded tests do not load or pass on the reference): no score at all
+    ungradable: dict[str, bool] = {name: False for name in chosen}
     for e, whose in [(e, "") for e in run.events] + [(e, " on the reference package")
                                                      for e in (reference or {}).get("collect_errors", [])]:
         if e["event"] == "collect_error":
@@ -521,6 +569,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
             for name in (owners or set(chosen)) & set(chosen):  # unknown owners: every assignment
                 errors[name].append(f"{e.get('where') or 'the test session'} could not be loaded{whose}:\n"
                                     f"{e.get('message')}")
+                ungradable[name] = ungradable[name] or bool(whose)
     if not first.collected:
         tail = "\n".join(first.output.strip().splitlines()[-30:])
         for name in chosen:
@@ -529,6 +578,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
     for message in (reference or {}).get("errors", []):
         for name in chosen:
             errors[name].append(f"the instructor's graded tests are broken: {message}")
+            ungradable[name] = True
     result: dict[str, Any] = {"student_dir": str(student), "tests_dir": str(tests), "assignments": {}}
     # the graded tests are those of the reference run (the student's process could leave some out);
     # without a reference (a self-check), those the test process selected
@@ -546,6 +596,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
                        "it observes no value, so the grader cannot judge it (use the checks of "
                        "tests/assignments/checks.py)")
                 errors[name].append(f"{test}: {why}")
+                ungradable[name] = True
                 continue
             r = outcome.get(test)
             if ref["skipped"] or (reference is None and r is not None and r["skipped"] and r["passed"] is not False):
@@ -569,7 +620,7 @@ def _scores(run: _Run, reference: dict[str, Any] | None, chosen: list[str], test
         if not rows and not errors[name]:
             errors[name].append(f"no graded tests of {name!r} were found")
         passed = sum(t["passed"] for t in rows)
-        score = passed / len(rows) if rows and not errors[name] else 0.0
+        score = None if ungradable[name] else passed / len(rows) if rows and not errors[name] else 0.0
         result["assignments"][name] = {"description": ASSIGNMENTS[name], "score": score, "passed": passed,
                                        "total": len(rows), "tests": rows, "errors": errors[name]}
     return result
@@ -610,20 +661,39 @@ def _owners_in(path: Path) -> set[str]:
     return owners
 
 
+def _maths(doc: str, most: int = 14) -> list[str]:
+    """A part's docstring for the score table: its paragraphs of maths, not those about the fast paths."""
+    paragraphs = [p for p in doc.strip().split("\n\n") if p.strip() and not p.lstrip().startswith("On the CPU")]
+    lines = "\n\n".join(paragraphs).splitlines() or ["(no docstring)"]
+    return lines[:most] + (["..."] if len(lines) > most else [])
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The score table: one line per assignment, then PASS/FAIL per test (with the reason of a FAIL)."""
     lines = []
     for name, a in result["assignments"].items():
-        note = "  (could not be graded completely: scored 0)" if a["errors"] else ""
-        lines.append(f"{name}: {a['passed']}/{a['total']} tests passed, score {100 * a['score']:.0f}%{note}")
+        if a["score"] is None:
+            lines.append(f"{name}: NOT GRADED: the graded tests do not run on the reference package (the "
+                         "instructor's side; no score is given)")
+        else:
+            note = "  (could not be graded completely: scored 0)" if a["errors"] else ""
+            lines.append(f"{name}: {a['passed']}/{a['total']} tests passed, score {100 * a['score']:.0f}%{note}")
         for err in a["errors"]:
             lines.extend("  ! " + ln for ln in err.splitlines())
         for t in a["tests"]:
             lines.append(f"  {'PASS' if t['passed'] else 'FAIL'}  {t['test']}")
             if not t["passed"] and t["message"]:
                 first = t["message"].splitlines()[0]
-                lines.append(f"        {first[:160]}")
+                lines.append(f"        {first[:400]}")
+        for tag, where in result.get("parts", {}).items():
+            if tag.split("/", 1)[0] == name:
+                lines.append(f"  {tag}: you write it in {where['file']}, {where['function']} (line {where['line']}); "
+                             "its maths:")
+                lines.extend(f"      {ln}".rstrip() for ln in _maths(where["maths"]))
     total = sum(a["passed"] for a in result["assignments"].values())
     count = sum(a["total"] for a in result["assignments"].values())
     lines.append(f"total: {total}/{count} tests passed")
+    seed = result.get("seed")
+    lines.append("inputs: the public ones (your own pytest run's)" if seed is None else
+                 f"inputs: drawn from grading seed {seed} (--seed {seed} grades on the same inputs again)")
     return "\n".join(lines)

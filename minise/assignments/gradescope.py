@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .grader import DEFAULT_TIME_LIMIT, DEFAULT_TIMEOUT, find_package, format_table, grade, write_atomically
-from .make import ignore_caches, project_root
+from .make import KIT, course_files, ignore_caches, project_root
 from .markers import ASSIGNMENTS, AssignmentError
 
 __all__ = ["build_autograder", "run_autograder", "gradescope_results", "SOURCE_FILES"]
@@ -77,15 +77,16 @@ def build_autograder(out_zip: str | os.PathLike, only: set[str] | None = None,
         with zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED) as z:
             _add_script(z, "setup.sh", SETUP_SH)
             _add_script(z, "run_autograder", RUN_AUTOGRADER.format(options=shlex.join(options)))
+            files = course_files(source)
             for name in SOURCE_FILES:
-                src = source / name
-                if src.is_file():
+                src = files.get(name)
+                if src is not None and src.is_file():
                     z.write(src, f"{name}")
-                elif src.is_dir():
+                elif src is not None and src.is_dir():
                     for path in sorted(src.rglob("*")):
-                        rel = path.relative_to(source)
+                        rel = Path(name) / path.relative_to(src)
                         if path.is_file() and not path.is_symlink() and not ignore_caches("", [path.name]) \
-                                and "__pycache__" not in rel.parts:
+                                and "__pycache__" not in rel.parts and rel.parts[:2] != ("minise", KIT):
                             z.write(path, rel.as_posix())
         os.replace(tmp, out)
     except BaseException:
@@ -127,9 +128,10 @@ def gradescope_results(result: dict[str, Any], points: float = 100.0, seconds: f
 def run_autograder(root: str | os.PathLike = "/autograder", only: set[str] | None = None,
                    tests_dir: str | os.PathLike | None = None, time_limit: float = DEFAULT_TIME_LIMIT,
                    timeout: float = DEFAULT_TIMEOUT, points: float = 100.0, sandbox: str = "auto",
-                   user: str | None = None) -> int:
+                   user: str | None = None, seed: int | None = None) -> int:
     """Grade ``root/submission`` and write ``root/results/results.json`` (always, with the reason when
-    the submission cannot be graded); returns 0 once the results are written."""
+    the submission cannot be graded); returns 0 once the results are written. ``seed``: the graded
+    tests' inputs (default fresh for each submission; printed in the run's log)."""
     started = time.monotonic()
     root = Path(root)
     tests = Path(tests_dir) if tests_dir is not None else root / "source" / "tests"
@@ -140,7 +142,7 @@ def run_autograder(root: str | os.PathLike = "/autograder", only: set[str] | Non
             raise AssignmentError("no minise/ package (with __init__.py) in the submission: upload the minise "
                                   "folder of your copy (or a zip of your copy)")
         result = grade(found, only, tests_dir=tests, time_limit=time_limit, timeout=timeout, sandbox=sandbox,
-                       user=user)
+                       user=user, seed=seed)
         results = gradescope_results(result, points, time.monotonic() - started)
         print(format_table(result))
         for warning in result.get("sandbox", {}).get("warnings", []):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["decode", "judge", "MAX_ARRAY_BYTES"]
+__all__ = ["decode", "judge", "mismatch", "MAX_ARRAY_BYTES"]
 
 MAX_ARRAY_BYTES = 64 << 20
 _KINDS = set("biufc")
@@ -66,11 +66,25 @@ def _close(mine: Any, ref: Any, options: dict[str, Any]) -> str | None:
         ok = bool(np.allclose(mine, ref, rtol=rtol, atol=atol, equal_nan=False))
     if ok:
         return None
+    return mismatch(mine, ref, rtol, atol, "the reference's")
+
+
+def mismatch(mine: np.ndarray, expected: np.ndarray, rtol: float, atol: float, whose: str = "the expected",
+             equal_nan: bool = False) -> str:
+    """How two arrays of one shape differ, for a person: how many values, the first one (index, expected,
+    got) and the largest difference. The graded tests' self-check says it the same way (tests/assignments)."""
     with np.errstate(all="ignore"):
-        diff = np.abs(mine.astype(np.complex128) - ref.astype(np.complex128)) if mine.size else np.zeros(1)  # cpu-only
-        bad = int(np.count_nonzero(~np.isclose(mine, ref, rtol=rtol, atol=atol))) if mine.size else 0
-    return (f"{bad} of {mine.size} values differ from the reference's (largest difference {np.nanmax(diff):.3g}; "
-            f"tolerance rtol={rtol:g}, atol={atol:g})")
+        mine = np.asarray(mine)
+        expected = np.asarray(expected)
+        bad = ~np.isclose(mine, expected, rtol=rtol, atol=atol, equal_nan=equal_nan)
+        if not mine.size or not bad.any():
+            return f"the values agree with {whose} (rtol={rtol:g}, atol={atol:g})"
+        diff = np.abs(mine.astype(np.complex128) - expected.astype(np.complex128))  # cpu-only
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f"index {first}" if mine.ndim else "the value"
+    return (f"{int(bad.sum())} of {mine.size} values differ from {whose}; first at {where}: expected "
+            f"{expected[first].item():.8g}, got {mine[first].item():.8g} (largest difference "
+            f"{np.nanmax(diff):.3g}; tolerance rtol={rtol:g}, atol={atol:g})")
 
 
 def _order(mine: Any, options: dict[str, Any]) -> str | None:

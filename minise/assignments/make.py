@@ -27,9 +27,10 @@ import tempfile
 from pathlib import Path
 
 from . import handout
-from .markers import ASSIGNMENTS, AssignmentError, Region, find_regions, strip_solutions
+from .markers import ASSIGNMENTS, AssignmentError, Region, find_parts, find_regions, strip_solutions
 
-__all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "project_root", "make", "strip_references",
+__all__ = ["COPIED", "INSTRUCTOR_ONLY", "REFERENCE_ONLY", "PACKAGE", "project_root", "course_files", "make",
+           "strip_references",
            "ignore_caches", "remove_instructor_only", "fast_solves", "remove_fast_paths"]
 
 # what a student copy contains, relative to the project root (missing entries are skipped)
@@ -46,17 +47,39 @@ INSTRUCTOR_ONLY = ["tests/assignments/wrong", "tests/assignments/test_assignment
 REFERENCE_ONLY: dict[str, str] = {"conv": r"[A-Za-z0-9_]*(_reference|Reference)"}
 
 
+PACKAGE = Path(__file__).resolve().parent.parent
+"""The minise package this module belongs to (the reference solutions)."""
+KIT = "_kit"
+"""A wheel's copy of the course files (tests/, tutorials/, README.md, ...): minise/_kit, written by setup.py."""
+
+
 def project_root() -> Path:
-    """The source checkout this minise was imported from (the folder holding minise/ and tests/)."""
-    root = Path(__file__).resolve().parent.parent.parent
-    if not (root / "tests").is_dir():
-        raise AssignmentError(f"no tests/ folder next to the minise package in {root}: making and grading "
-                              "assignments needs a source checkout (git clone, then pip install -e .)")
-    return root
+    """The folder holding the tests/ and tutorials/ that making and grading assignments use: the source
+    checkout this minise was imported from, or, installed from a wheel, the copy it ships (``minise/_kit``)."""
+    for root in (PACKAGE.parent, PACKAGE / KIT):
+        if (root / "tests" / "conftest.py").is_file():
+            return root
+    raise AssignmentError(f"no tests/ folder next to the minise package in {PACKAGE.parent}, and none shipped "
+                          f"inside it ({PACKAGE / KIT}): reinstall minise from its wheel or a source checkout "
+                          "(git clone, then pip install -e .)")
+
+
+def course_files(source: Path) -> dict[str, Path]:
+    """Each entry of :data:`COPIED` that exists, from ``source`` (a checkout or a wheel's kit, whose package is
+    the installed one)."""
+    found = {}
+    for name in COPIED:
+        path = source / name
+        if name == "minise" and not path.is_dir():
+            path = PACKAGE
+        if path.exists():
+            found[name] = path
+    return found
 
 
 def ignore_caches(folder: str, names: list[str]) -> list[str]:
-    return [n for n in names if n == "__pycache__" or n.endswith(".pyc")]
+    """For shutil.copytree: bytecode caches, and a wheel's course kit inside the package."""
+    return [n for n in names if n == "__pycache__" or n.endswith(".pyc") or (n == KIT and Path(folder) == PACKAGE)]
 
 
 def remove_instructor_only(root: Path) -> None:
@@ -149,8 +172,7 @@ def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path 
     references: list[str] = []
     staging = Path(tempfile.mkdtemp(prefix=".minise-assignment-", dir=out.parent))
     try:
-        for name in COPIED:
-            src = source / name
+        for name, src in course_files(source).items():
             if src.is_dir():
                 shutil.copytree(src, staging / name, ignore=ignore_caches)
             elif src.is_file():
@@ -177,9 +199,13 @@ def make(out_dir: str | os.PathLike, only: set[str] | None = None, source: Path 
         if empty:
             raise AssignmentError(f"no solution regions are marked for assignment(s) {', '.join(empty)}; "
                                   "a copy without them would hand out the solutions (nothing was written)")
+        tags = sorted({r.tag for r in stripped})
+        where = find_parts(staging / "minise")  # found by their stubs: a solved part has neither marker nor stub
         manifest = {"assignments": {n: ASSIGNMENTS[n] for n in chosen},
-                    "parts": sorted({r.tag for r in stripped}), "references_taken_out": sorted(references),
-                    "fast_paths_taken_out": fast_removed}
+                    "parts": tags, "references_taken_out": sorted(references),
+                    "fast_paths_taken_out": fast_removed,
+                    "where": {t: {"file": where[t].file, "function": where[t].function, "line": where[t].line,
+                                  "maths": where[t].maths} for t in tags if t in where}}
         (staging / "ASSIGNMENTS.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(handout.readme(chosen), encoding="utf-8")  # the handout, one source
         if out.exists():

@@ -15,15 +15,20 @@ replaces each region by one ``raise NotImplementedError(...)`` line.
 
 from __future__ import annotations
 
+import ast
 import io
+import json
+import os
 import re
+import stat
 import tokenize
 from dataclasses import dataclass
+from pathlib import Path
 
 from .plugin import assignment_of
 
 __all__ = ["ASSIGNMENTS", "AssignmentError", "Region", "assignment_of", "find_regions", "strip_solutions",
-           "parse_only"]
+           "parse_only", "Part", "find_parts", "manifest_parts", "read_regular"]
 
 # name -> what the student builds (the parts are found in the code from the markers)
 ASSIGNMENTS: dict[str, str] = {
@@ -121,3 +126,91 @@ def parse_only(only: str | None) -> set[str] | None:
         raise AssignmentError(f"unknown assignment(s) {', '.join(sorted(unknown))}; "
                               f"expected some of {', '.join(ASSIGNMENTS)}")
     return names
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part to write, as a student meets it: where (file and function) and its maths (the docstring of
+    the function holding the region, or of its class when the method has none)."""
+
+    tag: str
+    file: str        # relative to the folder above the package: "minise/functional/activation.py"
+    function: str    # "Sigmoid.backward"
+    line: int        # 1-based line of the BEGIN marker
+    maths: str
+
+
+def find_parts(package: str | Path) -> dict[str, Part]:
+    """Every marked part of a package (reference or student copy: a stub keeps its function and docstring)."""
+    package = Path(package)
+    parts: dict[str, Part] = {}
+    for py in sorted(package.rglob("*.py")):
+        if py.relative_to(package).parts[0] == "_kit":  # a wheel's copy of the tests, not the package
+            continue
+        text = read_regular(py, 4 << 20)  # a student copy's too (a self-check): never a pipe or a link
+        if text is None:
+            continue
+        if "# BEGIN SOLUTION" not in text and "raise NotImplementedError(\"assignment '" not in text:
+            continue
+        tags = [(r.tag, r.begin + 1) for r in find_regions(text, str(py))]
+        tags += [(f"{m.group(1)}/{m.group(2)}", text.count("\n", 0, m.start()) + 1)
+                 for m in _STUB.finditer(text)]
+        if not tags:
+            continue
+        tree = ast.parse(text)
+        rel = (Path(package.name) / py.relative_to(package)).as_posix()
+        for tag, line in tags:
+            function, maths = _enclosing(tree, line)
+            parts[tag] = Part(tag, rel, function, line, maths)
+    return parts
+
+
+_STUB = re.compile(r"raise NotImplementedError\(\"assignment '([A-Za-z0-9_]+)', part '([A-Za-z0-9_.]+)'")
+
+
+def _enclosing(tree: ast.Module, line: int) -> tuple[str, str]:
+    """The qualified name of the innermost function around ``line`` and the nearest docstring on the way out."""
+    names: list[str] = []
+    docs: list[str] = []
+    body = tree.body
+    while True:
+        node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and n.lineno <= line <= (n.end_lineno or n.lineno)), None)
+        if node is None:
+            break
+        names.append(node.name)
+        docs.append(ast.get_docstring(node) or "")
+        body = node.body
+    maths = next((d for d in reversed(docs) if d), "")
+    return ".".join(names), maths
+
+
+def manifest_parts(copy: str | Path) -> dict[str, Part]:
+    """The parts a student copy was made with, from its ASSIGNMENTS.json (written by ``make``): what a
+    self-check names once the student has replaced the stubs. Anything malformed is left out."""
+    text = read_regular(Path(copy) / "ASSIGNMENTS.json", 4 << 20)
+    try:
+        where = json.loads(text).get("where", {}) if text is not None else {}
+    except (ValueError, AttributeError):
+        return {}
+    parts = {}
+    for tag, w in (where.items() if isinstance(where, dict) else []):
+        try:
+            parts[str(tag)] = Part(str(tag), str(w["file"]), str(w["function"]), int(w["line"]), str(w["maths"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return parts
+
+
+def read_regular(path: Path, most: int) -> str | None:
+    """The first ``most`` bytes of ``path`` as text if it is a regular file (not a link, pipe or device;
+    opened without blocking, checked on the open file), else None. For reading a student's files outside
+    the sandbox."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read(most).decode("utf-8", errors="replace")

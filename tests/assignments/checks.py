@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from minise import Tensor, no_grad
+from minise.assignments.judge import mismatch
 from minise.autograd import Function
 from minise.backend import to_numpy
 
@@ -141,7 +142,8 @@ def assert_close(mine: Any, expected: Any, what: str, tol: float = 1e-10, *, rto
     expected = np.asarray(expected)
     assert mine.shape == expected.shape, f"{what}: shape {mine.shape}, expected {expected.shape}"
     assert mine.dtype == expected.dtype, f"{what}: dtype {mine.dtype}, expected {expected.dtype}"
-    np.testing.assert_allclose(mine, expected, rtol=rtol, atol=atol, err_msg=what)
+    if not np.allclose(mine, expected, rtol=rtol, atol=atol, equal_nan=True):  # as np.testing.assert_allclose
+        raise AssertionError(f"{what}: {mismatch(mine, expected, rtol, atol, equal_nan=True)}")
 
 
 def observe_close(mine: Any, what: str, rtol: float, atol: float) -> None:

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from minise.assignments import handout
 
 REPO = A.project_root()
 WRONG = Path(__file__).parent / "wrong"
+# grading seeds: fixed here, so that a failure can be reproduced (a real grading draws a fresh one)
+GRADING_SEEDS = (20181, 7_000_000_000_000_000_001, 2**63 - 1)
 
 
 # ------------------------------------------------------------------ regions, copies, restoring
@@ -209,7 +212,7 @@ def rounds(bank: list[Wrong], parts_of: dict[str, list[str]]) -> list[list[Wrong
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def reference_grades(tmp_path_factory) -> dict:
-    return A.grade(reference_copy(tmp_path_factory.mktemp("reference")))
+    return A.grade(reference_copy(tmp_path_factory.mktemp("reference")), seed=GRADING_SEEDS[0])
 
 
 @pytest.fixture(scope="module")
@@ -246,12 +249,37 @@ def test_bad_markers_are_clear_errors(text, message):
 
 
 # ------------------------------------------------------------------ the reference and a fresh copy
-def test_reference_scores_100_percent(reference_grades):
-    for name, a in reference_grades["assignments"].items():
+def check_full_marks(result: dict) -> None:
+    for name, a in result["assignments"].items():
         assert not a["errors"], f"{name}: {a['errors']}"
         failed = [t["test"] + ": " + t["message"] for t in a["tests"] if not t["passed"]]
         assert a["total"] > 0 and not failed, f"the reference fails graded tests of {name!r}: {failed}"
         assert a["score"] == 1.0
+
+
+def test_reference_scores_100_percent(reference_grades):
+    check_full_marks(reference_grades)
+    assert reference_grades["seed"] == GRADING_SEEDS[0]
+
+
+@pytest.mark.parametrize("seed", GRADING_SEEDS[1:])
+def test_reference_scores_100_percent_under_other_grading_seeds(tmp_path, seed, parts_of):
+    result = A.grade(reference_copy(tmp_path), seed=seed)
+    check_full_marks(result)
+    assert result["seed"] == seed and set(outcomes(result)) == set(parts_of)
+
+
+def test_a_grading_without_a_seed_draws_one_and_records_it(tmp_path):
+    copy = reference_copy(tmp_path / "student")
+    seeds = [A.grade(copy, only={"training"})["seed"] for _ in range(2)]
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds) and seeds[0] != seeds[1]
+    assert A.grade(copy, only={"training"}, reference_dir=copy / "minise")["seed"] is None  # a self-check
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, True, "7"])
+def test_a_bad_grading_seed_is_a_clear_error(tmp_path, seed):
+    with pytest.raises(A.AssignmentError, match="grading seed must be an integer"):
+        A.grade(reference_copy(tmp_path), seed=seed)
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -381,6 +409,40 @@ def test_every_wrong_solution_fails_the_tests_that_should_catch_it(tmp_path_fact
         rows = outcomes(result)
         broken = [t for t, r in rows.items() if not r["passed"] and not set(r["parts"]) & replaced]
         assert not broken, f"tests failing though they need none of {sorted(replaced)}: {broken}"
+
+
+MEMORISER = next(w for w in BANK if w.name == "autograd__sigmoid_memorised.txt")
+
+
+def test_a_memorised_solution_passes_the_public_tests_and_scores_zero_when_graded(tmp_path):
+    """The attack: run the visible tests once, record each answer by a hash of its inputs, hand in a
+    lookup table. It must pass the student's own run (so the attack is real) and fail every test of
+    its part in a grading, whose inputs come from the grading seed."""
+    copy = reference_copy(tmp_path / "student")
+    apply_wrong(copy, MEMORISER)
+    shutil.copytree(REPO / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__", "wrong"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINISE_GRADE")} | {"PYTHONPATH": str(copy)}
+
+    def public(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "tests/assignments/test_graded_autograd.py", "-k", "sigmoid"],
+                              cwd=copy, env=env | extra, capture_output=True, text=True, timeout=600)
+
+    recording = public(MINISE_MEMORISE="1")
+    assert recording.returncode == 0, recording.stdout[-3000:]
+    book = sorted((copy / "minise" / "functional" / "sigmoid_answers").glob("*.npy"))
+    assert len(book) >= 3, "the recording run wrote no answers"
+    replay = public()  # the book alone: no true answer is computed any more
+    assert replay.returncode == 0 and " passed" in replay.stdout, replay.stdout[-3000:]
+    shutil.rmtree(copy / "tests")
+
+    result = A.grade(copy, only={"autograd"}, seed=GRADING_SEEDS[1])
+    rows = outcomes(result)
+    memorised = {t: r for t, r in rows.items() if r["parts"][0] == MEMORISER.tag}
+    assert memorised and not [t for t, r in memorised.items() if r["passed"]], \
+        "a memorised answer passed under a grading seed"
+    others = [t for t, r in rows.items() if MEMORISER.tag not in r["parts"] and not r["passed"]]
+    assert not others, f"tests that do not need sigmoid failed: {others}"
 
 
 @pytest.mark.slow
@@ -543,11 +605,138 @@ def test_a_student_package_that_cannot_be_imported_scores_zero_with_the_reason(t
     assert "could not be graded completely" in A.format_table(result)
 
 
-def test_a_graded_file_that_cannot_be_loaded_zeroes_its_own_assignments(tmp_path):
+def test_a_graded_file_that_cannot_be_loaded_on_the_reference_leaves_its_assignments_ungraded(tmp_path, capsys):
+    """The instructor's side failing is no score of 0 for the student: no score, and a non-zero exit."""
     broken = "import pytest\nfrom minise.functional.conv import no_such_function\n\n\n" \
              "@pytest.mark.assignment(\"conv/forward\")\ndef test_x():\n    pass\n"
     tests = tiny_tests(tmp_path, {"tiny/test_broken.py": broken})
-    result = A.grade(reference_copy(tmp_path / "student"), tests_dir=tests)
-    assert result["assignments"]["conv"]["score"] == 0.0
+    student = reference_copy(tmp_path / "student")
+    result = A.grade(student, tests_dir=tests)
+    assert result["assignments"]["conv"]["score"] is None
     assert any("no_such_function" in e for e in result["assignments"]["conv"]["errors"])
     assert result["assignments"]["se"]["score"] == 1.0 and not result["assignments"]["se"]["errors"]
+    assert A.main(["grade", str(student), "--tests", str(tests)]) == 2
+    captured = capsys.readouterr()
+    assert "conv: NOT GRADED" in captured.out and "not graded (conv)" in captured.err
+
+
+# ------------------------------------------------------------------ the student's side: check, seeds
+def self_check_mode() -> str:
+    """The sandbox a student's check can use here: bwrap where it works, else none (skipped where that
+    would have to refuse: root, with a drop uid that cannot run this Python)."""
+    if A.sandbox._bwrap_works() is None:
+        return "bwrap"
+    if os.geteuid() == 0:
+        uid, gid = A.sandbox._resolve_user(None)
+        if not A.sandbox._uid_can_run_python(uid, gid):
+            pytest.skip(f"no bubblewrap, and uid {uid} cannot run {sys.executable}: a check as root must refuse")
+    return "none"
+
+
+SIGMOID_WRONG = "        (s,) = self.saved\n        return s * (1 - s)\n"
+
+
+def test_check_of_one_part_names_the_element_the_file_and_the_maths(tmp_path, capsys, parts_of):
+    student = tmp_path / "student"
+    A.make(student, {"autograd"})
+    mode = self_check_mode()
+    activation = student / "minise" / "functional" / "activation.py"
+    text = activation.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    stub_line = next(line for line in lines if line.strip().startswith(stub("autograd/sigmoid")))
+    activation.write_text(text.replace(stub_line, SIGMOID_WRONG), encoding="utf-8")  # s(1 − s), no upstream
+
+    assert A.main(["check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode]) == 1
+    out = capsys.readouterr().out
+    sigmoid_tests = [t for t, parts in parts_of.items() if parts[0] == "autograd/sigmoid"]
+    assert f"autograd: 0/{len(sigmoid_tests)} tests passed" in out
+    assert re.search(r"∂L/∂x: \d+ of 45 values differ from the expected; first at index \(0, 0\): "
+                     r"expected -?[0-9.e-]+, got -?[0-9.e-]+", out), out
+    # the part is found though its stub is gone (from ASSIGNMENTS.json), with its maths
+    assert "autograd/sigmoid: you write it in minise/functional/activation.py, Sigmoid.backward" in out
+    assert "∂L/∂x = ∂L/∂s · s · (1 − s)" in out
+    assert "inputs: the public ones" in out and "a self-check" in out
+    assert "relu" not in out.lower(), "a check of one part runs that part's tests only"
+
+    # written right, the same check passes, and so does a check under a grading seed
+    activation.write_text(text.replace(stub_line, "        (s,) = self.saved\n        return gs * s * (1 - s)\n"),
+                          encoding="utf-8")
+    assert A.main(["check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode]) == 0
+    assert f"autograd: {len(sigmoid_tests)}/{len(sigmoid_tests)} tests passed" in capsys.readouterr().out
+    assert A.main(["check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode, "--seed", "5"]) == 0
+    assert "inputs: drawn from grading seed 5" in capsys.readouterr().out
+
+
+def test_check_usage_errors_are_one_line(tmp_path, capsys):
+    student = tmp_path / "student"
+    A.make(student, {"autograd"})
+    assert A.main(["check", "autograd/nope", "--dir", str(student)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown part 'autograd/nope'; the parts are: autograd/add," in err and "Traceback" not in err
+    assert A.main(["check", "nope", "--dir", str(student)]) == 2
+    assert "unknown assignment(s) nope" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    assert A.main(["check", "--dir", str(tmp_path / "elsewhere")]) == 2
+    assert "holds no minise/ package" in capsys.readouterr().err
+
+
+def test_grade_takes_a_seed_and_records_it(tmp_path, capsys):
+    copy = reference_copy(tmp_path / "student")
+    out = tmp_path / "grades.json"
+    assert A.main(["grade", str(copy), "--only", "training", "--seed", "123", "--json", str(out)]) == 0
+    assert "inputs: drawn from grading seed 123 (--seed 123" in capsys.readouterr().out
+    assert json.loads(out.read_text())["seed"] == 123
+    for bad in ("-1", "x", str(2**63)):
+        with pytest.raises(SystemExit) as exc:
+            A.main(["grade", str(copy), "--seed", bad])
+        assert exc.value.code == 2
+        assert "expected an integer from 0 to" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ from a wheel, not a checkout
+def test_make_check_and_grade_work_from_a_wheel_install(tmp_path):
+    """A wheel carries the course files inside the package (setup.py: minise/_kit), so the tools run with
+    no checkout in sight: the wheel is unpacked into a folder of its own and run from elsewhere."""
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=600,
+                           cwd=tmp_path)
+    if build.returncode != 0 and "No module named pip" in build.stderr:
+        pytest.skip("this Python has no pip to build the wheel with")
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = wheels.glob("minise-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        z.extractall(site)
+    assert "minise/_kit/tests/assignments/test_graded_autograd.py" in names
+    assert "minise/_kit/tests/conftest.py" in names and "minise/_kit/tutorials/07_se_block.py" in names
+    assert not [n for n in names if "__pycache__" in n]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINISE_GRADE")} | {"PYTHONPATH": str(site)}
+    mode = self_check_mode()
+
+    def minise(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "minise", "assignments", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    student = tmp_path / "student"
+    made = minise("make", str(student), "--only", "autograd")
+    assert made.returncode == 0, made.stderr
+    assert (student / "tests" / "assignments" / "test_graded_autograd.py").is_file()
+    assert (student / "tutorials" / "07_se_block.py").is_file()
+    assert (student / "README.md").read_text(encoding="utf-8") == handout.readme(["autograd"])
+    assert not (student / "minise" / "_kit").exists(), "the wheel's course files went into the copy's package"
+    assert stub("autograd/sigmoid") in (student / "minise" / "functional" / "activation.py").read_text()
+
+    checked = minise("check", "autograd/sigmoid", "--dir", str(student), "--sandbox", mode)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "NotImplementedError: assignment 'autograd', part 'sigmoid'" in checked.stdout
+    assert "Sigmoid.backward" in checked.stdout
+
+    (student / "tests").rename(tmp_path / "elsewhere")  # grading uses the tests the wheel ships, not the copy's
+    graded = minise("grade", str(student), "--only", "autograd", "--sandbox", mode, "--seed", "3")
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    result = json.loads((student / "grades.json").read_text())
+    assert result["tests_dir"] == str(site / "minise" / "_kit" / "tests")
+    assert result["assignments"]["autograd"]["total"] > 0 and result["assignments"]["autograd"]["score"] == 0.0

@@ -7,7 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import signal
+import stat
 import tarfile
 import zipfile
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from minise import assignments as A
 from minise.assignments import batch
 
-from .test_assignments import REPO, reference_copy, tiny_tests
+from .test_assignments import REPO, reference_copy, self_check_mode, tiny_tests
 from .test_attacks import stubbed_copy
 
 
@@ -85,8 +88,13 @@ def test_grade_all_gives_every_submission_its_rows(tmp_path, submissions, capsys
     assert not (tmp_path / "escaped.txt").exists() and not (submissions.parent / "escaped.txt").exists()
     assert not list(tmp_path.glob("**/pwned*"))
 
+    # one grading seed for the batch: printed, in every row and in each student's file
+    seeds = {r["seed"] for r in rows}
+    assert len(seeds) == 1 and f"grading seed {next(iter(seeds))}" in captured.out
+
     details = tmp_path / "gradebook_details"
     alice = json.loads((details / "alice.json").read_text())
+    assert str(alice["seed"]) == next(iter(seeds))
     assert alice["assignments"]["autograd"]["failing"] == []
     bob = json.loads((details / "bob.json").read_text())
     failing = bob["assignments"]["autograd"]["failing"]
@@ -140,3 +148,40 @@ def test_grade_all_50_copies_timing(tmp_path):
     assert all(r["score"] == 1.0 for r in full)
     assert all(r["score"] == 0.0 for r in rows if r not in full)
     assert REPO.exists()
+
+
+def test_archives_written_by_zipfile_writestr_and_tar_of_dot_are_graded(tmp_path):
+    """zipfile.writestr leaves a member's Unix mode without file-type bits (0o600): a regular file. And
+    ``tar czf sub.tgz -C dir .`` starts with the member '.', the folder itself."""
+    source = reference_copy(tmp_path / "source")
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    with zipfile.ZipFile(subs / "ada.zip", "w") as z:
+        for p in sorted((source / "minise").rglob("*.py")):
+            z.writestr(p.relative_to(source).as_posix(), p.read_bytes())
+    assert all(stat.S_IFMT(m.external_attr >> 16) == 0 for m in zipfile.ZipFile(subs / "ada.zip").infolist())
+    with tarfile.open(subs / "ben.tgz", "w:gz") as t:
+        t.add(source, arcname=".", filter=lambda m: None if "__pycache__" in m.name else m)
+    assert tarfile.open(subs / "ben.tgz").getnames()[0] == "."
+    rows = batch.grade_all(subs, tmp_path / "book.csv", only={"se"}, tests_dir=tiny_tests(tmp_path / "instructor"))
+    by = {r["student"]: r for r in rows}
+    for student in ("ada", "ben"):
+        assert by[student]["status"] == "graded" and by[student]["score"] == 1.0, by[student]
+
+
+def test_a_fifo_in_a_submission_does_not_hang_the_grader(tmp_path):
+    """The grader reviews the student's *.py files outside the sandbox: it must read regular files only."""
+    student = reference_copy(tmp_path / "student")
+    os.mkfifo(student / "minise" / "wait_for_me.py")
+    os.mkfifo(student / "ASSIGNMENTS.json")
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("grading blocked on a FIFO"))
+    signal.alarm(120)
+    try:
+        result = A.grade(student, only={"se"}, tests_dir=tiny_tests(tmp_path / "instructor"))
+        checked = A.grade(student, only={"se"}, tests_dir=tiny_tests(tmp_path / "instructor2"),
+                          reference_dir=student / "minise", sandbox=self_check_mode())  # a self-check
+    finally:
+        signal.alarm(0)
+    assert result["assignments"]["se"]["score"] == 1.0
+    assert "left out wait_for_me.py (not a regular file)" in result["notes"]
+    assert checked["assignments"]["se"]["score"] == 1.0

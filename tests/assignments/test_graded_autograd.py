@@ -182,6 +182,11 @@ def test_order_of_a_deep_chain_needs_no_recursion():
 
 
 # ------------------------------------------------------------------ autograd/backpropagate
+def upstream(rng: np.random.Generator, n: int) -> np.ndarray:
+    """An upstream gradient drawn at grade time, its values away from 0 (so a lost share shows)."""
+    return rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 2.0, n)
+
+
 def use_order(monkeypatch, *fns):
     """Replace the sweep order with the given (correct) one: these tests grade backpropagate alone."""
     monkeypatch.setattr(autograd, "_topological_order", lambda roots: list(fns))
@@ -189,82 +194,95 @@ def use_order(monkeypatch, *fns):
 
 @pytest.mark.assignment(BACK)
 def test_backprop_sums_the_gradients_of_a_tensor_used_twice(monkeypatch):
-    x = leaf([1.0, -2.0, 3.0])
+    rng = grade_rng(20)
+    x = leaf(rng.uniform(-3, 3, 3))
     a = Affine(2.0)(x)
     y = Times()(a, a)  # y = 4x², dy/dx = 8x
     use_order(monkeypatch, y.creator, a.creator)
-    g = np.array([1.0, 0.5, -2.0])
+    g = upstream(rng, 3)
     y.backward(g)
     assert_close(x.grad.numpy(), oracle(lambda: 8 * x.numpy() * g), "∂L/∂x", rtol=1e-7, atol=0)
 
 
 @pytest.mark.assignment(BACK)
 def test_backprop_leaf_used_by_two_functions_gets_both_shares(monkeypatch):
-    x = leaf([1.0, 2.0])
+    rng = grade_rng(21)
+    x = leaf(rng.uniform(-3, 3, 2))
     a, b = Affine(3.0)(x), Affine(-5.0)(x)
     y = Plus()(a, b)
     use_order(monkeypatch, y.creator, a.creator, b.creator)
-    y.backward(np.array([1.0, 2.0]))
-    assert_close(x.grad.numpy(), oracle(lambda: np.array([-2.0, -4.0])), "∂L/∂x", rtol=1e-7, atol=0)
+    g = upstream(rng, 2)
+    y.backward(g)
+    assert_close(x.grad.numpy(), oracle(lambda: -2.0 * g), "∂L/∂x", rtol=1e-7, atol=0)
 
 
 @pytest.mark.assignment(BACK)
 def test_backprop_long_and_short_path(monkeypatch):
-    x = leaf([1.0, -2.0])
+    rng = grade_rng(22)
+    x = leaf(rng.uniform(-3, 3, 2))
     y, slope = long_and_short(x, short_first=False)
     chain = [y.creator]
     while chain[-1].inputs[0].creator is not None:
         chain.append(chain[-1].inputs[0].creator)  # d, c, b, a: consumers before producers
     use_order(monkeypatch, *chain)
-    y.backward(np.array([1.0, 3.0]))
-    assert_close(x.grad.numpy(), oracle(lambda: np.array([slope, 3 * slope])), "∂L/∂x", rtol=1e-7, atol=0)
+    g = upstream(rng, 2)
+    y.backward(g)
+    assert_close(x.grad.numpy(), oracle(lambda: slope * g), "∂L/∂x", rtol=1e-7, atol=0)
 
 
 @pytest.mark.assignment(BACK)
 def test_backprop_unused_output_gets_zeros_and_absent_inputs_are_skipped(monkeypatch):
-    x, c = leaf([1.0, 2.0]), leaf([10.0, 20.0], requires_grad=False)
+    rng = grade_rng(23)
+    x, c = leaf(rng.uniform(-3, 3, 2)), leaf(rng.uniform(5, 25, 2), requires_grad=False)
     p, q = Fork()(x)
     y = Plus()(Affine(3.0)(p), c)  # q is never used; c needs no gradient
     use_order(monkeypatch, y.creator, y.creator.inputs[0].creator, p.creator)
-    y.backward(np.array([1.0, 1.0]))
-    assert_close(x.grad.numpy(), oracle(lambda: np.array([6.0, 6.0])), "∂L/∂x", rtol=1e-7, atol=0)
+    g = upstream(rng, 2)
+    y.backward(g)
+    assert_close(x.grad.numpy(), oracle(lambda: 6.0 * g), "∂L/∂x", rtol=1e-7, atol=0)
     assert_equal(c.grad is None, oracle(lambda: True), "a tensor that does not require grad has no gradient")
 
 
 @pytest.mark.assignment(BACK)
 def test_backprop_adds_to_existing_leaf_gradients(monkeypatch):
-    x = leaf([1.0, 2.0])
-    for _ in range(2):
+    rng = grade_rng(24)
+    x = leaf(rng.uniform(-3, 3, 2))
+    gs = [upstream(rng, 2) for _ in range(2)]
+    for g in gs:
         y = Affine(3.0)(x)
         use_order(monkeypatch, y.creator)
-        y.backward(np.array([1.0, -1.0]))
-    assert_close(x.grad.numpy(), oracle(lambda: np.array([6.0, -6.0])), "∂L/∂x", rtol=1e-7, atol=0)
+        y.backward(g)
+    assert_close(x.grad.numpy(), oracle(lambda: 3.0 * gs[0] + 3.0 * gs[1]), "∂L/∂x", rtol=1e-7, atol=0)
 
 
 @pytest.mark.assignment(BACK)
 def test_backprop_keeps_retained_grads_and_frees_saved_arrays(monkeypatch):
-    x = leaf([1.0, 2.0])
+    rng = grade_rng(25)
+    x = leaf(rng.uniform(-3, 3, 2))
     a = Affine(2.0)(x)
     a.retain_grad()
-    y = Times()(a, x)  # y = 2x², dy/da = x
+    y = Times()(a, x)  # y = 2x², dy/da = x, dy/dx = 4x
     use_order(monkeypatch, y.creator, a.creator)
-    y.backward(np.array([1.0, 1.0]))
-    assert_close(a.grad.numpy(), oracle(lambda: np.array([1.0, 2.0])), "∂L/∂a (retained)", rtol=1e-7, atol=0)
-    assert_close(x.grad.numpy(), oracle(lambda: np.array([4.0, 8.0])), "∂L/∂x", rtol=1e-7, atol=0)
+    g = upstream(rng, 2)
+    y.backward(g)
+    assert_close(a.grad.numpy(), oracle(lambda: x.numpy() * g), "∂L/∂a (retained)", rtol=1e-7, atol=0)
+    assert_close(x.grad.numpy(), oracle(lambda: 4.0 * x.numpy() * g), "∂L/∂x", rtol=1e-7, atol=0)
     assert_equal(y.creator is None or y.creator.saved == (), oracle(lambda: True),
                  "backward drops the saved arrays it no longer needs")
 
 
 @pytest.mark.assignment(BACK)
 def test_backprop_does_not_modify_the_upstream_gradient(monkeypatch):
-    x = leaf([1.0, 2.0])
+    rng = grade_rng(26)
+    x = leaf(rng.uniform(-3, 3, 2))
     a = Affine(1.0)(x)
     y = Plus()(a, a)  # Plus hands the same array to both inputs
     use_order(monkeypatch, y.creator, a.creator)
-    g = np.array([1.0, 3.0])
+    g = upstream(rng, 2)
+    original = g.copy()
     y.backward(g)
-    assert_close(g, oracle(lambda: np.array([1.0, 3.0])), "the upstream gradient, unchanged", 0.0)
-    assert_close(x.grad.numpy(), oracle(lambda: np.array([2.0, 6.0])), "∂L/∂x", rtol=1e-7, atol=0)
+    assert_close(g, oracle(lambda: original), "the upstream gradient, unchanged", 0.0)
+    assert_close(x.grad.numpy(), oracle(lambda: 2.0 * original), "∂L/∂x", rtol=1e-7, atol=0)
 
 
 @pytest.mark.assignment(*BACKPROP)

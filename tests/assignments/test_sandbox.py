@@ -194,6 +194,7 @@ def test_the_judge_compares_with_the_references_tolerances():
     assert J.judge(ref, [obs("y", "close", enc(np.array([1.0, 2.0 + 1e-9])), rtol=1.0, atol=1.0)]) is None
     why = J.judge(ref, [obs("y", "close", enc(np.array([1.0, 2.1])), rtol=1.0, atol=1.0)])
     assert "1 of 2 values differ" in why  # the student's own (loose) tolerance counts for nothing
+    assert "first at index (1,): expected 2, got 2.1" in why  # one element, said plainly
     assert "dtype float32" in J.judge(ref, [obs("y", "close", enc(np.array([1.0, 2.0], np.float32)))])
     assert "shape (3,)" in J.judge(ref, [obs("y", "close", enc(np.zeros(3)))])
     assert "got None" in J.judge(ref, [obs("y", "close", {"json": None})])
