@@ -8,9 +8,10 @@
     minise assignments make OUT_DIR
     minise experiment run se-vs-plain --out runs/exp
 
-Exit codes: 0 done, 1 training failed (the loss became NaN), 2 a usage error (bad options, missing
-or corrupt data or checkpoint, an unusable device: one line on stderr, no traceback), 130
-interrupted. The device is ``--device``, else ``MINISE_DEVICE``, else the CPU.
+Exit codes: 0 done, 1 training diverged (the training loss, or the test loss after an epoch, became
+NaN or infinite), 2 a usage error (bad options, missing or corrupt data or checkpoint, an unusable
+device: one line on stderr, no traceback), 130 interrupted, 143 terminated (SIGTERM).
+The device is ``--device``, else ``MINISE_DEVICE``, else the CPU.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ __all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "
 
 
 class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss, or the test loss after an epoch, became NaN or infinite."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -540,6 +540,8 @@ def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
     result = evaluate(run.model, *test, run.mean, run.std, run.data.num_classes, run.cfg["eval_batch_size"],
                       run.device)
     eval_time = time.perf_counter() - t0
+    if not math.isfinite(result["loss"]):  # the weights are no longer numbers: this epoch is not saved
+        raise NonFiniteLoss(f"the test loss became {result['loss']} after epoch {run.epoch} (step {run.step})")
     return {
         "epoch": run.epoch, "step": run.step, "lr": lr_epoch,
         "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),

@@ -579,3 +579,44 @@ def test_evaluate_refuses_labels_outside_the_classes(device) -> None:
     result = train_mod.evaluate(model, data.test_images, data.test_labels, np.full(3, 0.5), np.full(3, 0.25), 10,
                                 device=device)
     assert result["count"] == 6
+
+
+# ----------------------------------------------------------------------------- issue 30: hostile and careless input
+def _test_loss_nan_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make the test loss of ``epoch`` NaN (as the weights of a run with a huge learning rate make it)."""
+    real, calls = train_mod.evaluate, [0]
+
+    def fake(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == epoch:
+            result["loss"] = float("nan")
+        return result
+
+    monkeypatch.setattr(train_mod, "evaluate", fake)
+
+
+def test_a_nan_test_loss_is_divergence_never_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    _test_loss_nan_at(monkeypatch, 2)
+    out = tmp_path / "run"
+    code = main(["train", "--quick", "--model", "se_resnet8", "--reduction", "4", "--data-dir", str(tmp_path / "no"),
+                 "--limit-train", "32", "--limit-test", "20", "--batch-size", "16", "--epochs", "3",
+                 "--out", str(out), "--progress", "off"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "the test loss became nan after epoch 2" in captured.err
+    assert f"last good checkpoint is {out / 'last.npz'} (epoch 1)" in captured.err
+    assert "test loss nan" not in captured.out and captured.out.count("*best*") <= 1
+    assert load_checkpoint(out / "last.npz")[1]["epoch"] == 1
+    assert load_checkpoint(out / "best.npz")[1]["epoch"] == 1
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1]
+
+
+def test_a_nan_test_loss_in_the_first_epoch_writes_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    _test_loss_nan_at(monkeypatch, 1)
+    out = tmp_path / "run"
+    with pytest.raises(train_mod.NonFiniteLoss, match="no checkpoint was written"):
+        train(dict(TINY, epochs=1), out=out, progress=False, log=_quiet)
+    assert not (out / "best.npz").exists() and not (out / "last.npz").exists()
