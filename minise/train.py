@@ -47,6 +47,7 @@ from .fileio import write_atomic
 from .functional.loss import checked_targets
 from .optim import SGD, Schedule, no_decay_groups
 from .report import eval_report, plot_confusion, plot_curves, write_metrics
+from .runfolder import check_run_folder, lock_run_folder
 from .speed import Prefetcher
 
 __all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted"]
@@ -464,10 +465,18 @@ def _run_folder(out: str | os.PathLike | None, cfg: dict[str, Any], resumed: _Re
     return Path("runs") / f"{cfg['model']}-{_data_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+RUN_FILES = ("last.npz", "best.npz", "metrics.csv", "config.json")
+
+
 def _refuse_existing_run(out_dir: Path) -> None:
+    """A new run never writes over another run's files: continue that one with --resume, or go elsewhere."""
     if (out_dir / "last.npz").exists():
         raise UserError(f"{out_dir} already holds a run (last.npz): continue it with --resume "
                         f"{out_dir / 'last.npz'}, or choose another --out")
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if found:
+        raise UserError(f"{out_dir} already holds a run's files ({', '.join(found)}) but no last.npz to continue "
+                        "from: move them away, or choose another --out")
 
 
 def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Callable[[str], None]) -> None:
@@ -552,7 +561,9 @@ def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
 
 
 def _save_epoch(run: _Run, out_dir: Path, record: dict[str, Any]) -> bool:
-    """Record the epoch, write last.npz, then best.npz when it improved, then metrics.csv."""
+    """Record the epoch, write last.npz, then best.npz when it improved, then metrics.csv (never into a
+    run folder that was deleted during the run: that stops the run)."""
+    check_run_folder(out_dir)
     run.history.append(record)
     improved = record["test_acc"] > run.best_acc
     if improved:
@@ -633,26 +644,27 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
         data = _load_data(cfg, data_dir, log)
         _check_labels(data)
         out_dir = _run_folder(out, cfg, resumed)
-        if resumed is None:
-            _refuse_existing_run(out_dir)
-        run = _start(cfg, data, device, resumed)
-        _prepare_folder(out_dir, run, resumed, log)
-        _log_start(run, out_dir, resumed, log)
-        loader = BatchLoader(data.train_images, data.train_labels, cfg["batch_size"], mean=run.mean, std=run.std,
-                             shuffle=True, augment=cfg["augment"], drop_last=cfg["drop_last"], rng=run.rng,
-                             device=device)
-        test = (backend.to_device(data.test_images, device), backend.to_device(data.test_labels, device))
-        stopped_early = False
-        try:
-            while run.epoch < run.num_epochs and run.step < run.total_iters:
-                if stop_after is not None and run.epoch >= stop_after:
-                    stopped_early = True
-                    break
-                record = _train_and_evaluate(run, loader, test, progress, prefetch)
-                improved = _save_epoch(run, out_dir, record)
-                _log_epoch(run, record, improved, log)
-        finally:
-            _draw_curves(run, out_dir, log)
+        with lock_run_folder(out_dir):  # one writer per run folder
+            if resumed is None:
+                _refuse_existing_run(out_dir)
+            run = _start(cfg, data, device, resumed)
+            _prepare_folder(out_dir, run, resumed, log)
+            _log_start(run, out_dir, resumed, log)
+            loader = BatchLoader(data.train_images, data.train_labels, cfg["batch_size"], mean=run.mean, std=run.std,
+                                 shuffle=True, augment=cfg["augment"], drop_last=cfg["drop_last"], rng=run.rng,
+                                 device=device)
+            test = (backend.to_device(data.test_images, device), backend.to_device(data.test_labels, device))
+            stopped_early = False
+            try:
+                while run.epoch < run.num_epochs and run.step < run.total_iters:
+                    if stop_after is not None and run.epoch >= stop_after:
+                        stopped_early = True
+                        break
+                    record = _train_and_evaluate(run, loader, test, progress, prefetch)
+                    improved = _save_epoch(run, out_dir, record)
+                    _log_epoch(run, record, improved, log)
+            finally:
+                _draw_curves(run, out_dir, log)
     except NonFiniteLoss as exc:
         saved = _saved_so_far(out_dir, run, resumed)
         kept = (f"the last good checkpoint is {saved[0]} (epoch {saved[1]})" if saved

@@ -391,3 +391,28 @@ def test_dask_local_cluster_runs_reach_the_report(tmp_path: Path, monkeypatch: p
     assert rows["se_resnet8"]["done"] == "1" and rows["resnet8"]["done"] == "1"
     assert float(rows["resnet8"]["final_error_mean"]) == pytest.approx(
         json.loads((out / "resnet8" / "seed0" / "result.json").read_text())["final_error"])
+
+
+# ----------------------------------------------------------------------------- issue 30: hostile and careless input
+@pytest.mark.parametrize("seeds", ["[0, 0]", "[true]", "[1, 2, 1]", "[-1]", "[1.0]"])
+def test_toml_seeds_must_be_distinct_integers(tmp_path: Path, seeds: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(f'seeds = {seeds}\n[[config]]\nname = "a"\nmodel = "resnet8"\n')
+    with pytest.raises(UserError, match="seeds must be a list of distinct integers >= 0"):
+        suites.load_suite(str(path))
+
+
+def test_a_run_folder_in_use_is_refused_by_a_second_experiment(tmp_path: Path) -> None:
+    folder = tmp_path / "exp" / "a" / "seed0"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom minise.runfolder import "
+                               "lock_run_folder\nwith lock_run_folder(sys.argv[1]):\n print('held', flush=True)\n"
+                               " time.sleep(60)\n", str(folder)], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        task = {"name": "a", "seed": 0, "folder": str(folder), "config": {}, "device": "cpu"}
+        with pytest.raises(UserError, match="in use by another minise run"):
+            runner.execute(task)
+        assert not (folder / "train.log").exists()  # the second writer wrote nothing, not even its log
+    finally:
+        holder.kill()
+        holder.wait()

@@ -620,3 +620,65 @@ def test_a_nan_test_loss_in_the_first_epoch_writes_no_checkpoint(tmp_path: Path,
     with pytest.raises(train_mod.NonFiniteLoss, match="no checkpoint was written"):
         train(dict(TINY, epochs=1), out=out, progress=False, log=_quiet)
     assert not (out / "best.npz").exists() and not (out / "last.npz").exists()
+
+
+_HOLD_LOCK = """
+import sys, time
+from minise.runfolder import lock_run_folder
+with lock_run_folder(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_on_a_run_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train",
+                "32", "--limit-test", "20", "--out", str(out), "--progress", "off"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"minise: error: {out} is in use by another minise run (process {holder.pid})")
+        assert err.count("\n") == 1
+        assert sorted(p.name for p in out.iterdir()) == [".minise.lock"]  # nothing of the second run was written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0  # the lock died with its process
+    assert not (out / ".minise.lock").exists()
+
+
+def test_a_new_run_refuses_a_folder_with_another_runs_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}\n")  # a run stopped in its first epoch left this
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--out", str(out), "--progress", "off"]
+    assert main(args) == 2
+    assert "already holds a run's files (config.json) but no last.npz" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == "{}\n"
+
+
+def test_a_run_folder_deleted_during_the_run_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import shutil  # noqa: PLC0415
+
+    out = tmp_path / "run"
+    real, calls = train_mod.evaluate, [0]
+
+    def deleting(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            shutil.rmtree(out)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", deleting)
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--epochs", "3", "--out", str(out), "--progress", "off"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"the run folder {out} was deleted or replaced during the run" in err and err.count("\n") == 1
+    assert not out.exists()

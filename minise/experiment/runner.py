@@ -30,6 +30,7 @@ from typing import Any
 from .. import fileio
 from ..config import resolve_config
 from ..errors import MiniseError, UserError
+from ..runfolder import check_run_folder, lock_run_folder
 from ..train import Interrupted, NonFiniteLoss
 from .suites import PROTOCOLS, Config, Suite
 
@@ -208,9 +209,16 @@ def execute(task: dict[str, Any], log: Callable[[str], None] | None = None) -> d
     from ..train import train  # noqa: PLC0415
 
     folder = Path(task["folder"])
-    folder.mkdir(parents=True, exist_ok=True)
+    with lock_run_folder(folder):  # one writer per run folder: a second `experiment run` is refused here
+        return _execute(task, folder, train, log)
+
+
+def _execute(task: dict[str, Any], folder: Path, train: Callable[..., Any],
+             log: Callable[[str], None] | None) -> dict[str, Any]:
     previous = read_json(folder / RESULT) or {}
     resume = folder / "last.npz" if (folder / "last.npz").exists() else None
+    if resume is None:  # stopped before its first epoch ended (check() found its config.json the planned one)
+        (folder / "config.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     status, message = "done", ""
     with open(folder / "train.log", "a", encoding="utf-8") as log_file:
@@ -232,6 +240,7 @@ def execute(task: dict[str, Any], log: Callable[[str], None] | None = None) -> d
             raise Interrupted(f"interrupted during {task['name']} seed {task['seed']}: run the same `minise "
                               "experiment run` command again (finished runs are skipped, this one continues "
                               f"from {folder / 'last.npz'} if an epoch had ended)") from None
+    check_run_folder(folder)  # deleted during the run: write nothing more there
     wall = time.perf_counter() - t0 + float(previous.get("wall_s") or 0.0)
     result = _summarise(folder, status, message, task, wall)
     write_atomic(folder / RESULT, json.dumps(result, indent=1) + "\n")
