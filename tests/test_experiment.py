@@ -416,3 +416,80 @@ def test_a_run_folder_in_use_is_refused_by_a_second_experiment(tmp_path: Path) -
     finally:
         holder.kill()
         holder.wait()
+
+
+def _two_run_experiment(out: Path) -> None:
+    """experiment.json of one suite, configurations a and b, seed 0; both runs done."""
+    record = {"suites": {"s": {"title": "t", "protocol": "budget", "protocol_note": "budget", "overrides": {},
+                               "dataset": "cifar10", "seeds": [0], "paper_note": "",
+                               "configs": [{"name": "a", "label": "A", "baseline": None, "paper": {}},
+                                           {"name": "b", "label": "B", "baseline": "a", "paper": {}}]}}}
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps(record))
+    for name, err in (("a", 30.0), ("b", 29.0)):
+        folder = out / name / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(f"epoch,test_acc\n1,0.5\n2,{1 - err / 100}\n")
+        (folder / "result.json").write_text(json.dumps({"status": "done", "final_error": err, "best_error": err,
+                                                        "best_epoch": 2, "epochs": 2, "params": 10, "macs": 20}))
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("metrics.csv", b"\x00\xff\xfe binary \x00", "not a readable metrics table"),
+    ("metrics.csv", b"epoch,test_acc\n1,0.5,7\n", "line 2 has more fields than the header"),
+    ("metrics.csv", b"epoch,test_accuracy\n1,0.5\n", "has no test_acc column"),
+    ("metrics.csv", b"epoch,test_acc\n1,half\n", "not a number"),
+    ("result.json", b"[1, 2]", "holds a list, not an object"),
+    ("result.json", b'{"status": "done", "final_error": "low"}', "final_error is 'low', not a number"),
+    ("result.json", b'{"status": "done", "final_error": true}', "final_error is True, not a number"),
+    ("result.json", b'{"status": "great", "final_error": 3}', "status 'great' is none of"),
+    ("result.json", b"{not json", "is not readable JSON"),
+])
+def test_a_damaged_run_is_listed_and_the_rest_reported(tmp_path: Path, name: str, content: bytes,
+                                                       reason: str, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "exp"
+    _two_run_experiment(out)
+    (out / "b" / "seed0" / name).write_bytes(content)
+    assert run_cli("report", str(out)) == 0
+    rows = results_by_config(out)
+    assert rows["a"]["done"] == "1" and float(rows["a"]["final_error_mean"]) == pytest.approx(30.0)
+    assert (rows["b"]["done"], rows["b"]["damaged"], rows["b"]["missing"]) == ("0", "1", "0")
+    md = (out / "results.md").read_text()
+    assert "`b` seed 0 is **damaged** (" in md and reason in md
+    assert "| 0/1 (1 damaged) |" in md
+    printed = capsys.readouterr().out
+    assert "seed 0 is damaged" in printed and reason in printed
+
+
+def test_a_nan_final_error_is_reported_as_diverged(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    _two_run_experiment(out)
+    (out / "b" / "seed0" / "result.json").write_text('{"status": "done", "final_error": NaN, "epochs": 2}')
+    report.write_report(out)
+    rows = results_by_config(out)
+    assert (rows["b"]["done"], rows["b"]["diverged"]) == ("0", "1")
+    assert "`b` seed 0 **diverged**" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("record", ['{"suites": []}', "[1]", '{"suites": {"s": {"configs": "a", "seeds": [0]}}}',
+                                    '{"suites": {"s": {"configs": [{"name": "../x"}], "seeds": [0]}}}',
+                                    '{"suites": {"s": {"configs": [{"name": "a"}], "seeds": [true]}}}'])
+def test_a_damaged_experiment_json_is_one_line(tmp_path: Path, record: str, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "experiment.json").write_text(record)
+    with pytest.raises(UserError, match="experiment.json is damaged"):
+        run_cli("report", str(out))
+
+
+def test_experiment_run_exits_1_when_every_run_diverged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       tiny_cifar: Path) -> None:
+    def diverging(*args: object, **kwargs: object) -> None:
+        raise minise.train.NonFiniteLoss("the test loss became nan after epoch 1")
+
+    monkeypatch.setattr(minise.train, "train", diverging)
+    suite = tiny_suite(tmp_path)
+    assert run_cli("run", str(suite), "--seeds", "0", "--out", str(tmp_path / "exp"),
+                   "--data-dir", str(tiny_cifar)) == 1
+    result = json.loads((tmp_path / "exp" / "resnet8" / "seed0" / "result.json").read_text())
+    assert result["status"] == "diverged"

@@ -664,7 +664,7 @@ def test_a_new_run_refuses_a_folder_with_another_runs_files(tmp_path: Path, caps
 
 def test_a_run_folder_deleted_during_the_run_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture) -> None:
-    import shutil  # noqa: PLC0415
+    import shutil
 
     out = tmp_path / "run"
     real, calls = train_mod.evaluate, [0]

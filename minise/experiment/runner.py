@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import fileio
 from ..config import resolve_config
-from ..errors import MiniseError, UserError
+from ..errors import MiniseError, UserError, one_line
 from ..runfolder import check_run_folder, lock_run_folder
 from ..train import Interrupted, NonFiniteLoss
 from .suites import PROTOCOLS, Config, Suite
@@ -81,15 +81,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_metrics(folder: Path) -> list[dict[str, float]]:
-    """The per-epoch rows of ``metrics.csv`` as numbers (empty when there is none yet)."""
+    """The per-epoch rows of ``metrics.csv`` as numbers (empty when there is none yet).
+
+    A file that is not such a table (not text, a row with more fields than the header, a field that
+    is not a number) is a :class:`UserError` that says where."""
     path = Path(folder) / "metrics.csv"
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = []
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) if v not in ("", None) else math.nan for k, v in row.items()})
-        return rows
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = []
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                if None in row:
+                    raise UserError(f"{path}: line {line} has more fields than the header")
+                try:
+                    rows.append({k: float(v) if v not in ("", None) else math.nan for k, v in row.items()})
+                except ValueError:
+                    raise UserError(f"{path}: line {line} holds a field that is not a number") from None
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path} is not a readable metrics table ({type(exc).__name__}: {one_line(exc, 80)})") from None
 
 
 def model_cost(train_config: dict[str, Any]) -> tuple[int, int]:
@@ -161,12 +172,15 @@ def check(runs: list[Run]) -> None:
                 problems.append(f"{folder}: holds a run but no config.json")
             run.state = "new"
             continue
+        if not isinstance(stored, dict):
+            problems.append(f"{folder}: its config.json holds a {type(stored).__name__}, not a run configuration")
+            continue
         diff = _differences(run.train_config, stored)
         if diff:
             problems.append(f"{folder} holds a different configuration ({'; '.join(diff)})")
             continue
         result = read_json(folder / RESULT)
-        if result is not None and result.get("status") in FINISHED:
+        if isinstance(result, dict) and result.get("status") in FINISHED:
             run.state = "finished"
         elif (folder / "last.npz").exists():
             run.state = "resume"
@@ -215,7 +229,8 @@ def execute(task: dict[str, Any], log: Callable[[str], None] | None = None) -> d
 
 def _execute(task: dict[str, Any], folder: Path, train: Callable[..., Any],
              log: Callable[[str], None] | None) -> dict[str, Any]:
-    previous = read_json(folder / RESULT) or {}
+    previous = read_json(folder / RESULT)
+    previous = previous if isinstance(previous, dict) else {}
     resume = folder / "last.npz" if (folder / "last.npz").exists() else None
     if resume is None:  # stopped before its first epoch ended (check() found its config.json the planned one)
         (folder / "config.json").unlink(missing_ok=True)
@@ -241,7 +256,8 @@ def _execute(task: dict[str, Any], folder: Path, train: Callable[..., Any],
                               "experiment run` command again (finished runs are skipped, this one continues "
                               f"from {folder / 'last.npz'} if an epoch had ended)") from None
     check_run_folder(folder)  # deleted during the run: write nothing more there
-    wall = time.perf_counter() - t0 + float(previous.get("wall_s") or 0.0)
+    earlier = previous.get("wall_s")
+    wall = time.perf_counter() - t0 + (float(earlier) if isinstance(earlier, (int, float)) and earlier > 0 else 0.0)
     result = _summarise(folder, status, message, task, wall)
     write_atomic(folder / RESULT, json.dumps(result, indent=1) + "\n")
     return result
