@@ -210,8 +210,8 @@ def _error(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``minise`` command. Returns the exit code: 0 done, 1 training failed (NaN), 2 a usage error,
-    130 interrupted."""
-    from .train import Interrupted, NonFiniteLoss  # noqa: PLC0415
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+    from .train import Interrupted, NonFiniteLoss, Terminated, terminate_as_interrupt  # noqa: PLC0415
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -223,7 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         keep_freed_memory()  # each step reuses the memory the last one freed (no page faults per step)
     try:
-        return int(args.func(args))
+        with terminate_as_interrupt():  # SIGTERM stops a run as Ctrl-C does (exit 143)
+            return int(args.func(args))
     except MiniseError as exc:  # UserError, DataError, CheckpointError, DeviceError, ...
         return _error(str(exc))
     except OSError as exc:  # a folder that cannot be written, a disk that is full
@@ -233,7 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Interrupted as exc:
         print(f"minise: {exc}", file=sys.stderr)
-        return 130
+        return exc.exit_code
+    except Terminated:
+        print("minise: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("minise: interrupted", file=sys.stderr)
         return 130

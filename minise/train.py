@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,15 +50,47 @@ from .report import eval_report, plot_confusion, plot_curves, write_metrics
 from .runfolder import check_run_folder, lock_run_folder
 from .speed import Prefetcher
 
-__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted"]
+__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted",
+           "Terminated", "terminate_as_interrupt"]
 
 
 class NonFiniteLoss(RuntimeError):
     """The training loss, or the test loss after an epoch, became NaN or infinite."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and job schedulers send), raised by the ``minise`` command's handler so that
+    a run stops as it does on Ctrl-C: a checkpoint being written is finished or discarded, never half left."""
+
+
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says which checkpoint (if any) the run can continue from."""
+    """Ctrl-C (or SIGTERM) during a run; the message says which checkpoint (if any) the run can continue
+    from. ``exit_code``: 130 after Ctrl-C, 143 after SIGTERM (128 + the signal's number, as shells say)."""
+
+    def __init__(self, message: str = "interrupted", exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (as Ctrl-C raises
+    KeyboardInterrupt), so a run says what it saved and exits 143; the old handler is put back after."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- pieces of a run
@@ -670,11 +702,13 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
         kept = (f"the last good checkpoint is {saved[0]} (epoch {saved[1]})" if saved
                 else "no checkpoint was written (no epoch had finished)")
         raise NonFiniteLoss(f"{exc}; training stopped, {kept}") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         saved = _saved_so_far(out_dir, run, resumed)
-        raise Interrupted(f"interrupted; continue from the last checkpoint, {saved[0]} (epoch {saved[1]}), with "
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        raise Interrupted(f"{how}; continue from the last checkpoint, {saved[0]} (epoch {saved[1]}), with "
                           f"`minise train --resume {saved[0]}`" if saved else
-                          "interrupted before the first epoch ended: no checkpoint was written") from None
+                          f"{how} before the first epoch ended: no checkpoint was written",
+                          143 if isinstance(exc, Terminated) else 130) from None
     return _summary(run, out_dir, stopped_early, log)
 
 

@@ -18,6 +18,7 @@ import pytest
 
 import minise.experiment as experiment
 import minise.train
+from minise.checkpoint import load_checkpoint
 from minise.data.cifar import SPECS
 from minise.data.synthetic import make_synthetic, write_cifar_folder
 from minise.errors import UserError
@@ -493,3 +494,40 @@ def test_experiment_run_exits_1_when_every_run_diverged(tmp_path: Path, monkeypa
                    "--data-dir", str(tiny_cifar)) == 1
     result = json.loads((tmp_path / "exp" / "resnet8" / "seed0" / "result.json").read_text())
     assert result["status"] == "diverged"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> None:
+    suite = tiny_suite(tmp_path, epochs=300, synthetic=True, n_train=32)
+    out = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, "-m", "minise", "experiment", "run", str(suite), "--seeds", "0",
+                             "--jobs", "2", "--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    folders = [out / name / "seed0" for name in ("resnet8", "se_resnet8")]
+    deadline = time.monotonic() + 240
+    while not all((f / "last.npz").exists() for f in folders):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoints within 4 minutes"
+        time.sleep(0.05)
+    workers = [int((f / ".minise.lock").read_text()) for f in folders]
+    assert all(_alive(pid) for pid in workers)
+    os.kill(proc.pid, sig)  # the parent only, not its process group
+    proc.wait(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers outlived their parent"
+        time.sleep(0.1)
+    for f in folders:
+        assert not list(f.glob("*.tmp")) and load_checkpoint(f / "last.npz")[1]["epoch"] >= 1
+        assert not (f / "result.json").exists()  # stopped, not finished

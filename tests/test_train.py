@@ -682,3 +682,62 @@ def test_a_run_folder_deleted_during_the_run_stops_it(tmp_path: Path, monkeypatc
     err = capsys.readouterr().err
     assert f"the run folder {out} was deleted or replaced during the run" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+class _TermMidway(dict):
+    """Checkpoint arrays that send this process SIGTERM half-way through being written."""
+
+    def items(self):
+        import signal  # noqa: PLC0415
+
+        for k, (key, value) in enumerate(super().items()):
+            if k == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield key, value
+
+
+def test_sigterm_during_a_checkpoint_write_discards_it_and_exits_143(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    real = train_mod.save_checkpoint
+
+    def save(path, arrays, meta):
+        if Path(path).name == "last.npz" and meta["epoch"] == 2:
+            arrays = _TermMidway(arrays)
+        return real(path, arrays, meta)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    out = tmp_path / "run"
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--epochs", "3", "--out", str(out), "--progress", "off"]
+    assert main(args) == 143
+    last = out / "last.npz"
+    assert capsys.readouterr().err == (f"minise: terminated (SIGTERM); continue from the last checkpoint, {last} "
+                                       f"(epoch 1), with `minise train --resume {last}`\n")
+    assert not list(out.glob("*.tmp")) and not (out / ".minise.lock").exists()
+    assert load_checkpoint(last)[1]["epoch"] == 1
+    import signal  # noqa: PLC0415
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone again
+
+
+def test_sigterm_to_minise_train_says_what_was_saved(tmp_path: Path) -> None:
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MINISE_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minise", "train", "--quick", "--model", "se_resnet8",
+                             "--data-dir", str(tmp_path / "no"), "--limit-train", "32", "--limit-test", "20",
+                             "--epochs", "200", "--out", str(out), "--progress", "off"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "last.npz").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM); continue from the last checkpoint" in err and "Traceback" not in err
+    assert not list(out.glob("*.tmp"))
+    assert load_checkpoint(out / "last.npz")[1]["epoch"] >= 1

@@ -251,10 +251,11 @@ def _execute(task: dict[str, Any], folder: Path, train: Callable[..., Any],
         except NonFiniteLoss as exc:
             status, message = "diverged", str(exc)
             write(f"diverged: {exc}")
-        except Interrupted:
-            raise Interrupted(f"interrupted during {task['name']} seed {task['seed']}: run the same `minise "
+        except Interrupted as exc:
+            how = "terminated (SIGTERM)" if exc.exit_code == 143 else "interrupted"
+            raise Interrupted(f"{how} during {task['name']} seed {task['seed']}: run the same `minise "
                               "experiment run` command again (finished runs are skipped, this one continues "
-                              f"from {folder / 'last.npz'} if an epoch had ended)") from None
+                              f"from {folder / 'last.npz'} if an epoch had ended)", exc.exit_code) from None
     check_run_folder(folder)  # deleted during the run: write nothing more there
     earlier = previous.get("wall_s")
     wall = time.perf_counter() - t0 + (float(earlier) if isinstance(earlier, (int, float)) and earlier > 0 else 0.0)
@@ -360,7 +361,7 @@ def run_local(runs: list[Run], jobs: int, device: str, data_dir: str | None, pro
                 if slot in running or not pending or fatal is not None:
                     continue
                 run = pending.pop(0)
-                env = dict(os.environ)
+                env = dict(os.environ, MINISE_PARENT_PID=str(os.getpid()))  # the worker dies with this process
                 if threads is not None:
                     env.update(thread_env(threads))
                 else:
