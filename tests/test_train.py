@@ -688,7 +688,7 @@ class _TermMidway(dict):
     """Checkpoint arrays that send this process SIGTERM half-way through being written."""
 
     def items(self):
-        import signal  # noqa: PLC0415
+        import signal
 
         for k, (key, value) in enumerate(super().items()):
             if k == 3:
@@ -715,14 +715,14 @@ def test_sigterm_during_a_checkpoint_write_discards_it_and_exits_143(
                                        f"(epoch 1), with `minise train --resume {last}`\n")
     assert not list(out.glob("*.tmp")) and not (out / ".minise.lock").exists()
     assert load_checkpoint(last)[1]["epoch"] == 1
-    import signal  # noqa: PLC0415
+    import signal
 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone again
 
 
 def test_sigterm_to_minise_train_says_what_was_saved(tmp_path: Path) -> None:
-    import signal  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import signal
+    import time
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MINISE_OFFLINE": "1"}
