@@ -384,10 +384,13 @@ def _split_arrays(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str, 
     momentum = {}
     for k, v in arrays.items():
         if k.startswith("optimizer/momentum/"):
-            index = k.rsplit("/", 1)[1]
-            if not index.isdigit():
+            index = k[len("optimizer/momentum/"):]
+            if not (index.isascii() and index.isdigit()):
                 raise CheckpointError(f"{path}: array {one_line(repr(k), 60)} names no parameter index")
             momentum[int(index)] = v
+        elif not k.startswith("model/"):
+            raise CheckpointError(f"{path}: array {one_line(repr(k), 60)} belongs to neither the model nor the "
+                                  "optimizer; the file is damaged or not a minise run's")
     return model_sd, momentum
 
 

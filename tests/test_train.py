@@ -741,3 +741,61 @@ def test_sigterm_to_minise_train_says_what_was_saved(tmp_path: Path) -> None:
     assert "terminated (SIGTERM); continue from the last checkpoint" in err and "Traceback" not in err
     assert not list(out.glob("*.tmp"))
     assert load_checkpoint(out / "last.npz")[1]["epoch"] >= 1
+
+
+def _rezip(source: Path, dest: Path, change) -> Path:
+    """A copy of the checkpoint zip with ``change(members)`` applied to its {name: bytes} (CRCs stay right)."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    change(members)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return dest
+
+
+def _rename(members: dict, old: str, new: str) -> None:
+    members[new] = members.pop(old)
+
+
+def _damage_npy_header(members: dict) -> None:
+    data = members["model/conv1.weight.npy"]
+    start = data.index(b"{'descr'")
+    members["model/conv1.weight.npy"] = data[:start] + b"{'''scr'" + data[start + 8:]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: _rename(m, "optimizer/momentum/5.npy", "optimizer/momentum/5.npx"),
+     r"holds 'optimizer/momentum/5.npx', which is neither meta.json nor an array"),
+    (lambda m: m.pop("optimizer/momentum/5.npy"),
+     r"its header lists array 'optimizer/momentum/5', which the file does not hold"),
+    (lambda m: m.pop("model/conv1.weight.npy"),
+     r"its header lists array 'model/conv1.weight', which the file does not hold"),
+    (lambda m: m.update({"optimizer/momentum/999.npy": m["optimizer/momentum/5.npy"]}),
+     r"holds array 'optimizer/momentum/999', which its header does not list"),
+    (_damage_npy_header, r"is not a readable minise checkpoint \(TokenError"),
+])
+def test_a_checkpoint_holds_exactly_the_arrays_its_header_lists(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                                change, message: str,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    path = _rezip(tiny_run[0] / "last.npz", tmp_path / "damaged" / "last.npz", change)
+    assert main(["train", "--resume", str(path), "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: ") and len(err.splitlines()) == 1 and re.search(message, err), err
+    assert main(["eval", "--checkpoint", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: ") and len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_an_array_of_neither_model_nor_optimizer_is_refused(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from minise.checkpoint import save_checkpoint
+
+    arrays, meta = load_checkpoint(tiny_run[0] / "last.npz")
+    meta.pop("format")
+    save_checkpoint(tmp_path / "last.npz", {**arrays, "extra/thing": np.zeros(2)}, meta)
+    assert main(["train", "--resume", str(tmp_path / "last.npz"), "--progress", "off"]) == 2
+    assert "array 'extra/thing' belongs to neither the model nor the optimizer" in capsys.readouterr().err
