@@ -525,6 +525,9 @@ def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Call
     for name in ("last.npz", "best.npz", "config.json", "metrics.csv"):
         remove_temporaries(out_dir / name)
     write_atomic(out_dir / "config.json", json.dumps(run.cfg, indent=1) + "\n")
+    if resumed is not None and run.epoch > 0 and out_dir.resolve() != resumed.path.parent.resolve():
+        _bring_best(out_dir, run, resumed, log)
+        return
     if resumed is None or run.epoch == 0 or run.best_epoch != run.epoch:
         return
     best = out_dir / "best.npz"
@@ -538,6 +541,26 @@ def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Call
         copy_checkpoint(resumed.path, best)
         log(f"best.npz held epoch {held}, but the run's best is epoch {run.epoch} (it stopped between writing "
             f"last.npz and best.npz): restored best.npz from {resumed.path.name}")
+
+
+def _bring_best(out_dir: Path, run: _Run, resumed: _Resume, log: Callable[[str], None]) -> None:
+    """A run resumed into another folder (--resume X --out elsewhere) takes its best checkpoint along."""
+    if run.best_epoch == run.epoch:
+        copy_checkpoint(resumed.path, out_dir / "best.npz")
+        log(f"best.npz: a copy of {resumed.path} (the run's best epoch so far, {run.best_epoch}, is the one it "
+            "continues from)")
+        return
+    source = resumed.path.parent / "best.npz"
+    try:
+        held = load_meta(source).get("epoch") if source.is_file() else None
+    except CheckpointError:
+        held = None
+    if held == run.best_epoch:
+        copy_checkpoint(source, out_dir / "best.npz")
+        log(f"best.npz: copied from {source} (epoch {held}, the run's best so far)")
+    else:
+        log(f"the run's best epoch so far ({run.best_epoch}) has no checkpoint in {resumed.path.parent}, so this "
+            "folder gets a best.npz only when a later epoch beats it")
 
 
 def _log_start(run: _Run, out_dir: Path, resumed: _Resume | None, log: Callable[[str], None]) -> None:
@@ -680,8 +703,8 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
         _check_labels(data)
         out_dir = _run_folder(out, cfg, resumed)
         with lock_run_folder(out_dir):  # one writer per run folder
-            if resumed is None:
-                _refuse_existing_run(out_dir)
+            if resumed is None or out_dir.resolve() != resumed.path.parent.resolve():
+                _refuse_existing_run(out_dir)  # a resume elsewhere must not write over another run either
             run = _start(cfg, data, device, resumed)
             _prepare_folder(out_dir, run, resumed, log)
             _log_start(run, out_dir, resumed, log)

@@ -799,3 +799,24 @@ def test_an_array_of_neither_model_nor_optimizer_is_refused(tiny_run: tuple[Path
     save_checkpoint(tmp_path / "last.npz", {**arrays, "extra/thing": np.zeros(2)}, meta)
     assert main(["train", "--resume", str(tmp_path / "last.npz"), "--progress", "off"]) == 2
     assert "array 'extra/thing' belongs to neither the model nor the optimizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("accuracies, best_epoch, said", [
+    ([0.2, 0.3], 2, "best.npz: a copy of {src}/last.npz (the run's best epoch so far, 2, is the one it continues"),
+    ([0.3, 0.2], 1, "best.npz: copied from {src}/best.npz (epoch 1, the run's best so far)"),
+])
+def test_resume_into_another_folder_takes_the_best_checkpoint_along(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: list, best_epoch: int, said: str) -> None:
+    src, dest = tmp_path / "first", tmp_path / "elsewhere"
+    with monkeypatch.context() as m:
+        _accuracies(m, accuracies)
+        train(TINY, out=src, stop_after=2, progress=False, log=_quiet)
+    _accuracies(monkeypatch, [0.1])
+    lines: list[str] = []
+    train({}, resume=src, out=dest, progress=False, log=lines.append)
+    assert said.format(src=src) in "\n".join(lines)
+    assert not any("stopped between" in line for line in lines)  # the old, wrong explanation
+    assert load_checkpoint(dest / "best.npz")[1]["epoch"] == best_epoch
+    with pytest.raises(train_mod.UserError, match="already holds a run"):  # and never over another run
+        train({}, resume=src, out=dest, progress=False, log=_quiet)
+
