@@ -218,11 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("train", "eval", "experiment"):
-        from .speed import keep_freed_memory  # noqa: PLC0415 - only the commands that run steps need it
-
-        keep_freed_memory()  # each step reuses the memory the last one freed (no page faults per step)
     try:
+        if args.command in ("train", "eval", "experiment"):
+            from .speed import keep_freed_memory, num_threads  # noqa: PLC0415 - only the commands that run steps
+
+            num_threads()  # a bad MINISE_NUM_THREADS is a usage error now, before any work
+            keep_freed_memory()  # each step reuses the memory the last one freed (no page faults per step)
         with terminate_as_interrupt():  # SIGTERM stops a run as Ctrl-C does (exit 143)
             return int(args.func(args))
     except MiniseError as exc:  # UserError, DataError, CheckpointError, DeviceError, ...
