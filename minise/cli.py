@@ -230,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(str(exc))
     except OSError as exc:  # a folder that cannot be written, a disk that is full
         return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except MemoryError as exc:  # outside a run (train and eval name their batch size themselves)
+        return _error(f"out of memory ({one_line(exc, 120) or type(exc).__name__})")
     except NonFiniteLoss as exc:
         print(f"minise: {one_line(exc, 2000)}", file=sys.stderr)
         return 1

@@ -51,11 +51,15 @@ from .runfolder import check_run_folder, lock_run_folder
 from .speed import Prefetcher
 
 __all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted",
-           "Terminated", "terminate_as_interrupt"]
+           "OutOfMemory", "Terminated", "terminate_as_interrupt"]
 
 
 class NonFiniteLoss(RuntimeError):
     """The training loss, or the test loss after an epoch, became NaN or infinite."""
+
+
+class OutOfMemory(UserError):
+    """The run (or evaluation) needed more memory than there is: a usage error (exit 2) naming the batch size."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -728,6 +732,12 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
         kept = (f"the last good checkpoint is {saved[0]} (epoch {saved[1]})" if saved
                 else "no checkpoint was written (no epoch had finished)")
         raise NonFiniteLoss(f"{exc}; training stopped, {kept}") from None
+    except MemoryError as exc:  # NumPy's ArrayMemoryError and CuPy's OutOfMemoryError are MemoryErrors
+        saved = _saved_so_far(out_dir, run, resumed)
+        kept = (f"the last checkpoint is {saved[0]} (epoch {saved[1]})" if saved else "no checkpoint was written")
+        raise OutOfMemory(f"out of memory ({one_line(exc, 120) or type(exc).__name__}) training {cfg['model']} at "
+                          f"batch size {cfg['batch_size']} (evaluation batch size {cfg['eval_batch_size']}) on "
+                          f"{device}: try a smaller --batch-size or --eval-batch-size; {kept}") from None
     except KeyboardInterrupt as exc:
         saved = _saved_so_far(out_dir, run, resumed)
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
@@ -785,8 +795,12 @@ def _eval_checkpoint(path: Path, data_dir: str | os.PathLike | None, device: str
     _load_model_state(model, model_sd, path, name)
     model.to(device)
     mean, std = _saved_normalisation(meta)
-    result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
-                      cfg["eval_batch_size"], device)
+    try:
+        result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
+                          cfg["eval_batch_size"], device)
+    except MemoryError as exc:  # NumPy's ArrayMemoryError and CuPy's OutOfMemoryError are MemoryErrors
+        raise OutOfMemory(f"out of memory ({one_line(exc, 120) or type(exc).__name__}) evaluating {name} at the "
+                          f"checkpoint's evaluation batch size {cfg['eval_batch_size']} on {device}") from None
     saved_classes = meta.get("classes")
     classes = ([one_line(c, 40) for c in saved_classes] if isinstance(saved_classes, list)
                and len(saved_classes) == data.num_classes and all(isinstance(c, str) for c in saved_classes)

@@ -820,3 +820,18 @@ def test_resume_into_another_folder_takes_the_best_checkpoint_along(
     with pytest.raises(train_mod.UserError, match="already holds a run"):  # and never over another run
         train({}, resume=src, out=dest, progress=False, log=_quiet)
 
+
+
+def test_out_of_memory_is_a_usage_error_naming_the_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.07 EiB for an array")
+
+    monkeypatch.setattr(train_mod, "train_epoch", too_big)
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--batch-size", "32", "--out", str(tmp_path / "run"), "--progress", "off"]
+    assert main(args) == 2  # not 1, which says the loss became NaN
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: out of memory (Unable to allocate 3.07 EiB for an array) training "
+                          "se_resnet8 at batch size 32") and err.count("\n") == 1
+    assert "no checkpoint was written" in err
