@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MiniseError, one_line
-from .fileio import atomic_path
+from .fileio import atomic_path, temporaries
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_meta", "copy_checkpoint",
            "remove_temporaries", "FORMAT"]
@@ -54,7 +54,7 @@ def _json_default(obj: Any) -> Any:
 
 def remove_temporaries(path: Path) -> None:
     """Delete ``NAME.*.tmp`` files that an interrupted earlier write of ``path`` left in its folder."""
-    for stale in path.parent.glob(path.name + ".*.tmp"):
+    for stale in temporaries(path):
         try:
             stale.unlink()
         except OSError:  # gone already, or not ours to delete: the write goes on

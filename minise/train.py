@@ -811,9 +811,14 @@ def _eval_checkpoint(path: Path, data_dir: str | os.PathLike | None, device: str
     for line in eval_report(result, classes):
         log(line)
     out_dir = Path(out) if out is not None else path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"confusion-{path.stem}.png"
-    plot_confusion(result["confusion"], classes, png, f"{name}: test accuracy {100 * result['accuracy']:.2f}%")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_confusion(result["confusion"], classes, png, f"{name}: test accuracy {100 * result['accuracy']:.2f}%")
+    except Exception as exc:  # as train's curves.png: the image must not turn printed results into a failure
+        log(f"(could not write the confusion matrix image {png}: {one_line(exc)})")
+        result["png"] = None
+        return result
     log(f"confusion matrix image: {png}")
     result["png"] = str(png)
     return result

@@ -835,3 +835,31 @@ def test_out_of_memory_is_a_usage_error_naming_the_batch_size(tmp_path: Path, mo
     assert err.startswith("minise: error: out of memory (Unable to allocate 3.07 EiB for an array) training "
                           "se_resnet8 at batch size 32") and err.count("\n") == 1
     assert "no checkpoint was written" in err
+
+
+def test_eval_warns_when_the_confusion_image_cannot_be_written(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # (a read-only folder does not stop root, who runs some test machines)
+    assert main(["eval", "--checkpoint", str(tiny_run[0] / "best.npz"), "--out", str(blocked)]) == 0
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out
+    assert f"(could not write the confusion matrix image {blocked / 'confusion-best.png'}: " in captured.out
+    assert captured.err == ""
+
+
+def test_a_long_name_that_fits_is_written_whatever_its_temporary_name(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from minise.fileio import temporaries, write_atomic
+
+    stem = "s" * 240  # confusion-<stem>.png is 254 bytes: it fits, its temporary name (+17) would not
+    checkpoint = tmp_path / f"{stem}.npz"
+    shutil.copyfile(tiny_run[0] / "best.npz", checkpoint)
+    assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
+    assert "could not" not in capsys.readouterr().out
+    assert (tmp_path / f"confusion-{stem}.png").stat().st_size > 1000
+    name = tmp_path / ("é" * 127)  # 254 bytes of UTF-8
+    write_atomic(name, "x")
+    assert name.read_text() == "x" and not temporaries(name)
