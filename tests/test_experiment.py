@@ -531,3 +531,63 @@ def test_workers_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> N
     for f in folders:
         assert not list(f.glob("*.tmp")) and load_checkpoint(f / "last.npz")[1]["epoch"] >= 1
         assert not (f / "result.json").exists()  # stopped, not finished
+
+
+def _http_server():
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"tcp://127.0.0.1:{server.server_address[1]}"
+
+
+def _silent_server():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts (the kernel does) and never says a word
+    return listener, f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _chatty_server():
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # what a web server says to Dask's handshake
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return listener, f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("server, message", [
+    (_http_server, "accepts connections but sent no Dask handshake within 1 s"),  # a web server waits to be asked
+    (_chatty_server, "answers, but not as a Dask scheduler (its first bytes are 'HTTP/1.1'"),  # was 3.07 EiB
+    (_silent_server, "accepts connections but sent no Dask handshake within 1 s"),  # was a hang past 120 s
+])
+def test_a_scheduler_address_that_is_no_scheduler_is_one_line_and_quick(tmp_path: Path, server, message: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT_S", 1.0)
+    handle, address = server()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UserError) as caught:
+            run_cli("run", str(tiny_suite(tmp_path, synthetic=True)), "--seeds", "0", "--out", str(tmp_path / "exp"),
+                    "--scheduler", address)
+        assert time.monotonic() - t0 < 30
+        assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    finally:
+        if hasattr(handle, "serve_forever"):  # the HTTP server
+            handle.shutdown()
+            handle.server_close()
+        else:
+            handle.close()

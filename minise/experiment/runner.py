@@ -18,6 +18,8 @@ import math
 import os
 import platform
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -431,16 +433,56 @@ def remote_execute(task: dict[str, Any], files: dict[str, bytes]) -> dict[str, A
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SCHEDULER_TIMEOUT_S = 20.0  # to connect to a Dask scheduler and to hear its first message
+_MAX_HANDSHAKE_BYTES = 64 << 20  # a scheduler's first message (its handshake) is a few hundred bytes
+
+
+def probe_scheduler(address: str, timeout: float | None = None) -> None:
+    """A :class:`UserError` unless a Dask scheduler answers at the ``tcp://`` ``address`` within
+    ``timeout`` seconds (default ``SCHEDULER_TIMEOUT_S``).
+
+    A scheduler sends its handshake as soon as a connection opens: 8 bytes of message length (little
+    endian), then the message. Distributed's own client waits for it without a time limit and takes
+    any 8 bytes as that length (an HTTP server's "HTTP/1.1" asks for 3.07 EiB), so the probe reads
+    them first, bounded in time and size. Other schemes (tls://, ws://, inproc://) are left to Dask.
+    """
+    timeout = SCHEDULER_TIMEOUT_S if timeout is None else timeout
+    scheme, _, location = address.rpartition("://")
+    host, _, port = location.rpartition(":")
+    if scheme not in ("", "tcp") or not port.isdigit() or not host:
+        return
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            head = b""
+            while len(head) < 8:
+                chunk = conn.recv(8 - len(head))
+                if not chunk:
+                    raise UserError(f"{address!r} closed the connection without a word: not a Dask scheduler")
+                head += chunk
+    except TimeoutError:
+        raise UserError(f"{address!r} accepts connections but sent no Dask handshake within {timeout:g} s: is "
+                        "it a Dask scheduler (and not, say, a web server)?") from None
+    except OSError as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc.strerror or exc}") from None
+    (length,) = struct.unpack("<Q", head)
+    if not 0 < length <= _MAX_HANDSHAKE_BYTES:
+        raise UserError(f"{address!r} answers, but not as a Dask scheduler (its first bytes are "
+                        f"{head.decode('latin-1')!r}, not the length of a Dask message)")
+
+
 def run_dask(runs: list[Run], address: str, device: str, data_dir: str | None, progress: Progress) -> list[dict]:
     """Send ``runs`` as tasks to the Dask scheduler at ``address``; write each run's files as they come back."""
     try:
         from distributed import Client, as_completed  # noqa: PLC0415
     except ImportError:
         raise UserError("--scheduler needs Dask's distributed package: pip install 'minise[cluster]'") from None
+    probe_scheduler(address)
     try:
-        client = Client(address, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
+        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S:g}s")
+    except (OSError, TimeoutError, ValueError, MemoryError) as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {one_line(exc, 200)}") from None
     results = []
     try:
         futures = {}
