@@ -2,7 +2,9 @@
 
 The file is an ordinary ``.npz`` (``numpy.load(path, allow_pickle=False)`` lists the arrays), with
 one more member, ``meta.json``, for everything that is not an array: the run's configuration, the
-epoch, optimizer hyper-parameters, schedule and random-generator state, metrics so far. Read it
+epoch, optimizer hyper-parameters, schedule and random-generator state, metrics so far, and
+``arrays``: the name and shape of every array the file holds (a missing or extra one is an error on
+reading, so no flipped bit can silently drop, say, a momentum buffer). Read it
 with ``unzip -p last.npz meta.json``. Arrays are stored by name: ``model/<state_dict key>``,
 ``optimizer/momentum/<parameter index>``.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tokenize
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MiniseError, one_line
-from .fileio import atomic_path
+from .fileio import atomic_path, temporaries
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_meta", "copy_checkpoint",
            "remove_temporaries", "FORMAT"]
@@ -51,7 +54,7 @@ def _json_default(obj: Any) -> Any:
 
 def remove_temporaries(path: Path) -> None:
     """Delete ``NAME.*.tmp`` files that an interrupted earlier write of ``path`` left in its folder."""
-    for stale in path.parent.glob(path.name + ".*.tmp"):
+    for stale in temporaries(path):
         try:
             stale.unlink()
         except OSError:  # gone already, or not ours to delete: the write goes on
@@ -62,7 +65,8 @@ def save_checkpoint(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta
     """Write ``arrays`` (name -> NumPy array) and ``meta`` (JSON-able) to ``path``, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": FORMAT, **meta}, indent=1, default=_json_default, allow_nan=True)
+    listed = {name: list(np.shape(array)) for name, array in arrays.items()}  # what a reader must find
+    text = json.dumps({"format": FORMAT, **meta, "arrays": listed}, indent=1, default=_json_default, allow_nan=True)
     remove_temporaries(path)
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for name, array in arrays.items():
@@ -121,6 +125,34 @@ def _array_nbytes(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> int
     return nbytes
 
 
+def _check_listed(path: Path, meta: dict[str, Any], infos: dict[str, zipfile.ZipInfo]) -> None:
+    """Every member is ``meta.json`` or an array the header lists, and every listed array is there.
+
+    (Checkpoints written before the header listed its arrays have no ``arrays``: only their member
+    names are checked.)"""
+    strays = sorted(n for n in infos if n != "meta.json" and not n.endswith(".npy"))
+    if strays:
+        raise CheckpointError(f"{path} holds {one_line(repr(strays[0]), 80)}, which is neither meta.json nor an "
+                              "array (.npy); the file is damaged")
+    listed = meta.get("arrays")
+    if listed is None:
+        return
+    if not isinstance(listed, dict) or not all(
+            isinstance(v, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v)
+            for v in listed.values()):
+        raise CheckpointError(f"{path}: its header's list of arrays is not name: shape; the file is damaged")
+    held = {n[:-4] for n in infos if n.endswith(".npy")}
+    missing, unexpected = sorted(set(listed) - held), sorted(held - set(listed))
+    if missing:
+        raise CheckpointError(f"{path}: its header lists array {one_line(repr(missing[0]), 80)}"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                              + ", which the file does not hold; the file is damaged")
+    if unexpected:
+        raise CheckpointError(f"{path} holds array {one_line(repr(unexpected[0]), 80)}"
+                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                              + ", which its header does not list; the file is damaged")
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, meta) from a checkpoint written by :func:`save_checkpoint`. No pickle is ever loaded.
 
@@ -151,6 +183,7 @@ def _load(path: Path, with_arrays: bool) -> tuple[dict[str, np.ndarray], dict[st
             if meta.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: unknown checkpoint format {one_line(repr(meta.get('format')), 80)}, "
                                       f"expected {FORMAT!r}")
+            _check_listed(path, meta, infos)
             arrays: dict[str, np.ndarray] = {}
             total = 0
             for name, info in infos.items() if with_arrays else ():
@@ -163,10 +196,15 @@ def _load(path: Path, with_arrays: bool) -> tuple[dict[str, np.ndarray], dict[st
                                           "the file is corrupt or forged")
                 with zf.open(info) as f:
                     arrays[name[:-4]] = np.lib.format.read_array(f, allow_pickle=False)
+                listed = meta.get("arrays")
+                if listed is not None and list(arrays[name[:-4]].shape) != listed[name[:-4]]:
+                    raise CheckpointError(f"{path}: array {name[:-4]!r} has shape {arrays[name[:-4]].shape}, its "
+                                          f"header says {tuple(listed[name[:-4]])}; the file is damaged")
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, TypeError,
-            OverflowError, RecursionError, NotImplementedError, RuntimeError) as exc:
+            OverflowError, RecursionError, NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError,
+            IndexError) as exc:
         # json, the zip reader and the .npy reader raise these for damaged or foreign files
         raise CheckpointError(f"{path} is not a readable minise checkpoint "
                               f"({type(exc).__name__}: {one_line(exc, 200)})") from exc

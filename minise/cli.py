@@ -8,9 +8,10 @@
     minise assignments make OUT_DIR
     minise experiment run se-vs-plain --out runs/exp
 
-Exit codes: 0 done, 1 training failed (the loss became NaN), 2 a usage error (bad options, missing
-or corrupt data or checkpoint, an unusable device: one line on stderr, no traceback), 130
-interrupted. The device is ``--device``, else ``MINISE_DEVICE``, else the CPU.
+Exit codes: 0 done, 1 training diverged (the training loss, or the test loss after an epoch, became
+NaN or infinite), 2 a usage error (bad options, missing or corrupt data or checkpoint, an unusable
+device: one line on stderr, no traceback), 130 interrupted, 143 terminated (SIGTERM).
+The device is ``--device``, else ``MINISE_DEVICE``, else the CPU.
 """
 
 from __future__ import annotations
@@ -209,30 +210,37 @@ def _error(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``minise`` command. Returns the exit code: 0 done, 1 training failed (NaN), 2 a usage error,
-    130 interrupted."""
-    from .train import Interrupted, NonFiniteLoss  # noqa: PLC0415
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM)."""
+    from .train import Interrupted, NonFiniteLoss, Terminated, terminate_as_interrupt  # noqa: PLC0415
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command in ("train", "eval", "experiment"):
-        from .speed import keep_freed_memory  # noqa: PLC0415 - only the commands that run steps need it
-
-        keep_freed_memory()  # each step reuses the memory the last one freed (no page faults per step)
     try:
-        return int(args.func(args))
+        if args.command in ("train", "eval", "experiment"):
+            from .speed import keep_freed_memory, num_threads  # noqa: PLC0415 - only the commands that run steps
+
+            num_threads()  # a bad MINISE_NUM_THREADS is a usage error now, before any work
+            keep_freed_memory()  # each step reuses the memory the last one freed (no page faults per step)
+        with terminate_as_interrupt():  # SIGTERM stops a run as Ctrl-C does (exit 143)
+            return int(args.func(args))
     except MiniseError as exc:  # UserError, DataError, CheckpointError, DeviceError, ...
         return _error(str(exc))
     except OSError as exc:  # a folder that cannot be written, a disk that is full
         return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except MemoryError as exc:  # outside a run (train and eval name their batch size themselves)
+        return _error(f"out of memory ({one_line(exc, 120) or type(exc).__name__})")
     except NonFiniteLoss as exc:
         print(f"minise: {one_line(exc, 2000)}", file=sys.stderr)
         return 1
     except Interrupted as exc:
         print(f"minise: {exc}", file=sys.stderr)
-        return 130
+        return exc.exit_code
+    except Terminated:
+        print("minise: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("minise: interrupted", file=sys.stderr)
         return 130

@@ -135,6 +135,11 @@ class SGD:
 
 
 def _check_hyper(group: dict[str, Any]) -> None:
+    """Each hyper-parameter a finite number in its range (a NaN or an infinity poisons every weight in one step)."""
+    for key in ("lr", "momentum", "dampening", "weight_decay"):
+        v = group[key]
+        if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool) or not math.isfinite(v):
+            raise ValueError(f"SGD: {key} must be a finite number, got {v!r}")
     if group["lr"] < 0:
         raise ValueError(f"learning rate must be >= 0, got {group['lr']}")
     if group["momentum"] < 0 or group["weight_decay"] < 0:

@@ -55,29 +55,46 @@ from typing import Any
 import numpy as np
 
 from . import backend
+from .errors import UserError
 
-__all__ = ["NUM_THREADS", "PARALLEL_MIN_BYTES", "PARALLEL_MIN_MACS", "batch_parts", "parts", "in_parallel",
-           "over_batch", "block_size", "sample_blocks", "default_block_bytes", "block_bytes", "limit_blas_threads",
-           "blas_available", "blas_num_threads", "blas_for_one_part", "Prefetcher", "fast_path", "use_fast",
-           "fast_enabled", "keep_freed_memory", "add"]
+__all__ = ["num_threads", "ThreadSettingError", "PARALLEL_MIN_BYTES", "PARALLEL_MIN_MACS", "batch_parts", "parts",
+           "in_parallel", "over_batch", "block_size", "sample_blocks", "default_block_bytes", "block_bytes",
+           "limit_blas_threads", "blas_available", "blas_num_threads", "blas_for_one_part", "Prefetcher", "fast_path",
+           "use_fast", "fast_enabled", "keep_freed_memory", "add"]
+
+
+class ThreadSettingError(UserError, ValueError):
+    """``MINISE_NUM_THREADS`` is not a positive int (a one-line error of the ``minise`` command, exit 2)."""
 
 
 def _default_num_threads() -> int:
     setting = os.environ.get("MINISE_NUM_THREADS")
-    if setting:
-        try:
-            return max(1, int(setting))
-        except ValueError:
-            raise ValueError(f"MINISE_NUM_THREADS must be a positive int, got {setting!r}") from None
+    if setting is not None and setting.strip():
+        text = setting.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise ThreadSettingError(f"MINISE_NUM_THREADS must be a positive int, got {setting!r}")
+        return int(text)
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may run on
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-NUM_THREADS = _default_num_threads()
-"""How many threads an op splits a batch over on the CPU: the cores this process may use, or the
-environment variable ``MINISE_NUM_THREADS``. 1 runs the plain sequential code (with BLAS's own threads)."""
+def num_threads() -> int:
+    """How many threads an op splits a batch over on the CPU (``NUM_THREADS``): the cores this process
+    may use, or the environment variable ``MINISE_NUM_THREADS``. 1 runs the plain sequential code (with
+    BLAS's own threads). Read on first use, not at import, so a bad setting stops only what needs it,
+    with :class:`ThreadSettingError`; setting ``speed.NUM_THREADS`` overrides it."""
+    value = globals().get("NUM_THREADS")
+    if value is None:
+        value = globals()["NUM_THREADS"] = _default_num_threads()
+    return value
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NUM_THREADS":  # speed.NUM_THREADS, read on first use
+        return num_threads()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
@@ -219,7 +236,7 @@ def batch_parts(x: Any, min_part: int = 1, macs_per_sample: int = 0) -> list[sli
     [slice(None)] (the whole batch on the calling thread) off the CPU, with one thread or too little
     work, or without a controllable BLAS."""
     n = x.shape[0]
-    t = min(NUM_THREADS, n // max(1, min_part, _samples_for_work(macs_per_sample)))
+    t = min(num_threads(), n // max(1, min_part, _samples_for_work(macs_per_sample)))
     if t <= 1 or backend.device_of(x) != "cpu" or not blas_available():
         return [slice(None)]
     return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
@@ -238,7 +255,7 @@ def blas_for_one_part(x: Any, macs_per_sample: int) -> contextlib.AbstractContex
     step at batch 16–24 about 20 % slower; held, the same step took what the split one does."""
     n = x.shape[0]
     too_little = macs_per_sample > 0 and 2 <= n < 2 * _samples_for_work(macs_per_sample)
-    if NUM_THREADS > 1 and too_little and backend.device_of(x) == "cpu":
+    if num_threads() > 1 and too_little and backend.device_of(x) == "cpu":
         return limit_blas_threads(1)
     return contextlib.nullcontext()
 
@@ -252,7 +269,7 @@ def parts(x: Any, axis: int = 0, min_bytes: int | None = None) -> list[slice]:
     memory-bound passes: batch norm, ReLU); [slice(None)] off the CPU, with one thread, or for an
     array under ``min_bytes`` (default ``PARALLEL_MIN_BYTES``)."""
     n = x.shape[axis]
-    t = min(NUM_THREADS, n)
+    t = min(num_threads(), n)
     if t <= 1 or x.nbytes < (PARALLEL_MIN_BYTES if min_bytes is None else min_bytes) or backend.device_of(x) != "cpu":
         return [slice(None)]
     return [slice(k * n // t, (k + 1) * n // t) for k in range(t)]
@@ -274,11 +291,11 @@ def in_parallel(fn: Callable[[Any], Any], parts: list[Any], limit_blas: bool = T
     if len(parts) == 1:
         return [fn(parts[0])]
     sweep = _Sweep(fn, parts)
-    helpers = min(NUM_THREADS, len(parts)) - 1
+    helpers = min(num_threads(), len(parts)) - 1
     caller = contextvars.copy_context()  # NumPy's errstate lives there: parts raise or warn as the caller asked
     with limit_blas_threads(1) if limit_blas else contextlib.nullcontext():
         for _ in range(helpers):
-            _executor(NUM_THREADS - 1).submit(caller.copy().run, sweep.work)  # one copy per thread
+            _executor(num_threads() - 1).submit(caller.copy().run, sweep.work)  # one copy per thread
         sweep.work()  # the calling thread takes parts too (one thread hand-off fewer per call)
         sweep.finished.wait()
     if sweep.error is not None:

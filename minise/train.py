@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,17 +47,54 @@ from .fileio import write_atomic
 from .functional.loss import checked_targets
 from .optim import SGD, Schedule, no_decay_groups
 from .report import eval_report, plot_confusion, plot_curves, write_metrics
+from .runfolder import check_run_folder, lock_run_folder
 from .speed import Prefetcher
 
-__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted"]
+__all__ = ["train", "train_epoch", "evaluate", "eval_checkpoint", "UserError", "NonFiniteLoss", "Interrupted",
+           "OutOfMemory", "Terminated", "terminate_as_interrupt"]
 
 
 class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss, or the test loss after an epoch, became NaN or infinite."""
+
+
+class OutOfMemory(UserError):
+    """The run (or evaluation) needed more memory than there is: a usage error (exit 2) naming the batch size."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and job schedulers send), raised by the ``minise`` command's handler so that
+    a run stops as it does on Ctrl-C: a checkpoint being written is finished or discarded, never half left."""
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says which checkpoint (if any) the run can continue from."""
+    """Ctrl-C (or SIGTERM) during a run; the message says which checkpoint (if any) the run can continue
+    from. ``exit_code``: 130 after Ctrl-C, 143 after SIGTERM (128 + the signal's number, as shells say)."""
+
+    def __init__(self, message: str = "interrupted", exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (as Ctrl-C raises
+    KeyboardInterrupt), so a run says what it saved and exits 143; the old handler is put back after."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------- pieces of a run
@@ -351,10 +388,13 @@ def _split_arrays(path: Path, arrays: dict[str, np.ndarray]) -> tuple[dict[str, 
     momentum = {}
     for k, v in arrays.items():
         if k.startswith("optimizer/momentum/"):
-            index = k.rsplit("/", 1)[1]
-            if not index.isdigit():
+            index = k[len("optimizer/momentum/"):]
+            if not (index.isascii() and index.isdigit()):
                 raise CheckpointError(f"{path}: array {one_line(repr(k), 60)} names no parameter index")
             momentum[int(index)] = v
+        elif not k.startswith("model/"):
+            raise CheckpointError(f"{path}: array {one_line(repr(k), 60)} belongs to neither the model nor the "
+                                  "optimizer; the file is damaged or not a minise run's")
     return model_sd, momentum
 
 
@@ -464,10 +504,18 @@ def _run_folder(out: str | os.PathLike | None, cfg: dict[str, Any], resumed: _Re
     return Path("runs") / f"{cfg['model']}-{_data_name(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+RUN_FILES = ("last.npz", "best.npz", "metrics.csv", "config.json")
+
+
 def _refuse_existing_run(out_dir: Path) -> None:
+    """A new run never writes over another run's files: continue that one with --resume, or go elsewhere."""
     if (out_dir / "last.npz").exists():
         raise UserError(f"{out_dir} already holds a run (last.npz): continue it with --resume "
                         f"{out_dir / 'last.npz'}, or choose another --out")
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if found:
+        raise UserError(f"{out_dir} already holds a run's files ({', '.join(found)}) but no last.npz to continue "
+                        "from: move them away, or choose another --out")
 
 
 def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Callable[[str], None]) -> None:
@@ -481,6 +529,9 @@ def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Call
     for name in ("last.npz", "best.npz", "config.json", "metrics.csv"):
         remove_temporaries(out_dir / name)
     write_atomic(out_dir / "config.json", json.dumps(run.cfg, indent=1) + "\n")
+    if resumed is not None and run.epoch > 0 and out_dir.resolve() != resumed.path.parent.resolve():
+        _bring_best(out_dir, run, resumed, log)
+        return
     if resumed is None or run.epoch == 0 or run.best_epoch != run.epoch:
         return
     best = out_dir / "best.npz"
@@ -494,6 +545,26 @@ def _prepare_folder(out_dir: Path, run: _Run, resumed: _Resume | None, log: Call
         copy_checkpoint(resumed.path, best)
         log(f"best.npz held epoch {held}, but the run's best is epoch {run.epoch} (it stopped between writing "
             f"last.npz and best.npz): restored best.npz from {resumed.path.name}")
+
+
+def _bring_best(out_dir: Path, run: _Run, resumed: _Resume, log: Callable[[str], None]) -> None:
+    """A run resumed into another folder (--resume X --out elsewhere) takes its best checkpoint along."""
+    if run.best_epoch == run.epoch:
+        copy_checkpoint(resumed.path, out_dir / "best.npz")
+        log(f"best.npz: a copy of {resumed.path} (the run's best epoch so far, {run.best_epoch}, is the one it "
+            "continues from)")
+        return
+    source = resumed.path.parent / "best.npz"
+    try:
+        held = load_meta(source).get("epoch") if source.is_file() else None
+    except CheckpointError:
+        held = None
+    if held == run.best_epoch:
+        copy_checkpoint(source, out_dir / "best.npz")
+        log(f"best.npz: copied from {source} (epoch {held}, the run's best so far)")
+    else:
+        log(f"the run's best epoch so far ({run.best_epoch}) has no checkpoint in {resumed.path.parent}, so this "
+            "folder gets a best.npz only when a later epoch beats it")
 
 
 def _log_start(run: _Run, out_dir: Path, resumed: _Resume | None, log: Callable[[str], None]) -> None:
@@ -540,6 +611,8 @@ def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
     result = evaluate(run.model, *test, run.mean, run.std, run.data.num_classes, run.cfg["eval_batch_size"],
                       run.device)
     eval_time = time.perf_counter() - t0
+    if not math.isfinite(result["loss"]):  # the weights are no longer numbers: this epoch is not saved
+        raise NonFiniteLoss(f"the test loss became {result['loss']} after epoch {run.epoch} (step {run.step})")
     return {
         "epoch": run.epoch, "step": run.step, "lr": lr_epoch,
         "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
@@ -550,7 +623,9 @@ def _train_and_evaluate(run: _Run, loader: BatchLoader, test: tuple[Any, Any],
 
 
 def _save_epoch(run: _Run, out_dir: Path, record: dict[str, Any]) -> bool:
-    """Record the epoch, write last.npz, then best.npz when it improved, then metrics.csv."""
+    """Record the epoch, write last.npz, then best.npz when it improved, then metrics.csv (never into a
+    run folder that was deleted during the run: that stops the run)."""
+    check_run_folder(out_dir)
     run.history.append(record)
     improved = record["test_acc"] > run.best_acc
     if improved:
@@ -631,36 +706,45 @@ def _train(config: dict[str, Any], out: str | os.PathLike | None, data_dir: str 
         data = _load_data(cfg, data_dir, log)
         _check_labels(data)
         out_dir = _run_folder(out, cfg, resumed)
-        if resumed is None:
-            _refuse_existing_run(out_dir)
-        run = _start(cfg, data, device, resumed)
-        _prepare_folder(out_dir, run, resumed, log)
-        _log_start(run, out_dir, resumed, log)
-        loader = BatchLoader(data.train_images, data.train_labels, cfg["batch_size"], mean=run.mean, std=run.std,
-                             shuffle=True, augment=cfg["augment"], drop_last=cfg["drop_last"], rng=run.rng,
-                             device=device)
-        test = (backend.to_device(data.test_images, device), backend.to_device(data.test_labels, device))
-        stopped_early = False
-        try:
-            while run.epoch < run.num_epochs and run.step < run.total_iters:
-                if stop_after is not None and run.epoch >= stop_after:
-                    stopped_early = True
-                    break
-                record = _train_and_evaluate(run, loader, test, progress, prefetch)
-                improved = _save_epoch(run, out_dir, record)
-                _log_epoch(run, record, improved, log)
-        finally:
-            _draw_curves(run, out_dir, log)
+        with lock_run_folder(out_dir):  # one writer per run folder
+            if resumed is None or out_dir.resolve() != resumed.path.parent.resolve():
+                _refuse_existing_run(out_dir)  # a resume elsewhere must not write over another run either
+            run = _start(cfg, data, device, resumed)
+            _prepare_folder(out_dir, run, resumed, log)
+            _log_start(run, out_dir, resumed, log)
+            loader = BatchLoader(data.train_images, data.train_labels, cfg["batch_size"], mean=run.mean, std=run.std,
+                                 shuffle=True, augment=cfg["augment"], drop_last=cfg["drop_last"], rng=run.rng,
+                                 device=device)
+            test = (backend.to_device(data.test_images, device), backend.to_device(data.test_labels, device))
+            stopped_early = False
+            try:
+                while run.epoch < run.num_epochs and run.step < run.total_iters:
+                    if stop_after is not None and run.epoch >= stop_after:
+                        stopped_early = True
+                        break
+                    record = _train_and_evaluate(run, loader, test, progress, prefetch)
+                    improved = _save_epoch(run, out_dir, record)
+                    _log_epoch(run, record, improved, log)
+            finally:
+                _draw_curves(run, out_dir, log)
     except NonFiniteLoss as exc:
         saved = _saved_so_far(out_dir, run, resumed)
         kept = (f"the last good checkpoint is {saved[0]} (epoch {saved[1]})" if saved
                 else "no checkpoint was written (no epoch had finished)")
         raise NonFiniteLoss(f"{exc}; training stopped, {kept}") from None
-    except KeyboardInterrupt:
+    except MemoryError as exc:  # NumPy's ArrayMemoryError and CuPy's OutOfMemoryError are MemoryErrors
         saved = _saved_so_far(out_dir, run, resumed)
-        raise Interrupted(f"interrupted; continue from the last checkpoint, {saved[0]} (epoch {saved[1]}), with "
+        kept = (f"the last checkpoint is {saved[0]} (epoch {saved[1]})" if saved else "no checkpoint was written")
+        raise OutOfMemory(f"out of memory ({one_line(exc, 120) or type(exc).__name__}) training {cfg['model']} at "
+                          f"batch size {cfg['batch_size']} (evaluation batch size {cfg['eval_batch_size']}) on "
+                          f"{device}: try a smaller --batch-size or --eval-batch-size; {kept}") from None
+    except KeyboardInterrupt as exc:
+        saved = _saved_so_far(out_dir, run, resumed)
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        raise Interrupted(f"{how}; continue from the last checkpoint, {saved[0]} (epoch {saved[1]}), with "
                           f"`minise train --resume {saved[0]}`" if saved else
-                          "interrupted before the first epoch ended: no checkpoint was written") from None
+                          f"{how} before the first epoch ended: no checkpoint was written",
+                          143 if isinstance(exc, Terminated) else 130) from None
     return _summary(run, out_dir, stopped_early, log)
 
 
@@ -711,8 +795,12 @@ def _eval_checkpoint(path: Path, data_dir: str | os.PathLike | None, device: str
     _load_model_state(model, model_sd, path, name)
     model.to(device)
     mean, std = _saved_normalisation(meta)
-    result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
-                      cfg["eval_batch_size"], device)
+    try:
+        result = evaluate(model, data.test_images, data.test_labels, mean, std, data.num_classes,
+                          cfg["eval_batch_size"], device)
+    except MemoryError as exc:  # NumPy's ArrayMemoryError and CuPy's OutOfMemoryError are MemoryErrors
+        raise OutOfMemory(f"out of memory ({one_line(exc, 120) or type(exc).__name__}) evaluating {name} at the "
+                          f"checkpoint's evaluation batch size {cfg['eval_batch_size']} on {device}") from None
     saved_classes = meta.get("classes")
     classes = ([one_line(c, 40) for c in saved_classes] if isinstance(saved_classes, list)
                and len(saved_classes) == data.num_classes and all(isinstance(c, str) for c in saved_classes)
@@ -723,9 +811,14 @@ def _eval_checkpoint(path: Path, data_dir: str | os.PathLike | None, device: str
     for line in eval_report(result, classes):
         log(line)
     out_dir = Path(out) if out is not None else path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / f"confusion-{path.stem}.png"
-    plot_confusion(result["confusion"], classes, png, f"{name}: test accuracy {100 * result['accuracy']:.2f}%")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_confusion(result["confusion"], classes, png, f"{name}: test accuracy {100 * result['accuracy']:.2f}%")
+    except Exception as exc:  # as train's curves.png: the image must not turn printed results into a failure
+        log(f"(could not write the confusion matrix image {png}: {one_line(exc)})")
+        result["png"] = None
+        return result
     log(f"confusion matrix image: {png}")
     result["png"] = str(png)
     return result

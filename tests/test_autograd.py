@@ -294,3 +294,12 @@ def test_dtypes_as_pytorch_gives_them():
             theirs = op(*[torch.from_numpy(a) for a in args])
         assert str(ours.dtype) == str(theirs.dtype).replace("torch.", ""), name
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, err_msg=name)
+
+
+def test_mean_over_no_elements_is_an_error() -> None:
+    """Issue 30: it was NaN with only a RuntimeWarning."""
+    with pytest.raises(ValueError, match=r"mean: over no elements \(axes \(0, 1\) of shape \(0, 3\)\)"):
+        Tensor(np.zeros((0, 3), np.float32)).mean()
+    with pytest.raises(ValueError, match="mean: over no elements"):
+        F.mean(Tensor(np.zeros((2, 0), np.float32)), axis=1)
+    assert F.mean(Tensor(np.zeros((0, 3), np.float32)), axis=1).shape == (0,)  # a mean of 3 values, 0 times

@@ -18,6 +18,7 @@ import pytest
 
 import minise.experiment as experiment
 import minise.train
+from minise.checkpoint import load_checkpoint
 from minise.data.cifar import SPECS
 from minise.data.synthetic import make_synthetic, write_cifar_folder
 from minise.errors import UserError
@@ -391,3 +392,202 @@ def test_dask_local_cluster_runs_reach_the_report(tmp_path: Path, monkeypatch: p
     assert rows["se_resnet8"]["done"] == "1" and rows["resnet8"]["done"] == "1"
     assert float(rows["resnet8"]["final_error_mean"]) == pytest.approx(
         json.loads((out / "resnet8" / "seed0" / "result.json").read_text())["final_error"])
+
+
+# ----------------------------------------------------------------------------- issue 30: hostile and careless input
+@pytest.mark.parametrize("seeds", ["[0, 0]", "[true]", "[1, 2, 1]", "[-1]", "[1.0]"])
+def test_toml_seeds_must_be_distinct_integers(tmp_path: Path, seeds: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(f'seeds = {seeds}\n[[config]]\nname = "a"\nmodel = "resnet8"\n')
+    with pytest.raises(UserError, match="seeds must be a list of distinct integers >= 0"):
+        suites.load_suite(str(path))
+
+
+def test_a_run_folder_in_use_is_refused_by_a_second_experiment(tmp_path: Path) -> None:
+    folder = tmp_path / "exp" / "a" / "seed0"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom minise.runfolder import "
+                               "lock_run_folder\nwith lock_run_folder(sys.argv[1]):\n print('held', flush=True)\n"
+                               " time.sleep(60)\n", str(folder)], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        task = {"name": "a", "seed": 0, "folder": str(folder), "config": {}, "device": "cpu"}
+        with pytest.raises(UserError, match="in use by another minise run"):
+            runner.execute(task)
+        assert not (folder / "train.log").exists()  # the second writer wrote nothing, not even its log
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _two_run_experiment(out: Path) -> None:
+    """experiment.json of one suite, configurations a and b, seed 0; both runs done."""
+    record = {"suites": {"s": {"title": "t", "protocol": "budget", "protocol_note": "budget", "overrides": {},
+                               "dataset": "cifar10", "seeds": [0], "paper_note": "",
+                               "configs": [{"name": "a", "label": "A", "baseline": None, "paper": {}},
+                                           {"name": "b", "label": "B", "baseline": "a", "paper": {}}]}}}
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps(record))
+    for name, err in (("a", 30.0), ("b", 29.0)):
+        folder = out / name / "seed0"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text(f"epoch,test_acc\n1,0.5\n2,{1 - err / 100}\n")
+        (folder / "result.json").write_text(json.dumps({"status": "done", "final_error": err, "best_error": err,
+                                                        "best_epoch": 2, "epochs": 2, "params": 10, "macs": 20}))
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("metrics.csv", b"\x00\xff\xfe binary \x00", "not a readable metrics table"),
+    ("metrics.csv", b"epoch,test_acc\n1,0.5,7\n", "line 2 has more fields than the header"),
+    ("metrics.csv", b"epoch,test_accuracy\n1,0.5\n", "has no test_acc column"),
+    ("metrics.csv", b"epoch,test_acc\n1,half\n", "not a number"),
+    ("result.json", b"[1, 2]", "holds a list, not an object"),
+    ("result.json", b'{"status": "done", "final_error": "low"}', "final_error is 'low', not a number"),
+    ("result.json", b'{"status": "done", "final_error": true}', "final_error is True, not a number"),
+    ("result.json", b'{"status": "great", "final_error": 3}', "status 'great' is none of"),
+    ("result.json", b"{not json", "is not readable JSON"),
+])
+def test_a_damaged_run_is_listed_and_the_rest_reported(tmp_path: Path, name: str, content: bytes,
+                                                       reason: str, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "exp"
+    _two_run_experiment(out)
+    (out / "b" / "seed0" / name).write_bytes(content)
+    assert run_cli("report", str(out)) == 0
+    rows = results_by_config(out)
+    assert rows["a"]["done"] == "1" and float(rows["a"]["final_error_mean"]) == pytest.approx(30.0)
+    assert (rows["b"]["done"], rows["b"]["damaged"], rows["b"]["missing"]) == ("0", "1", "0")
+    md = (out / "results.md").read_text()
+    assert "`b` seed 0 is **damaged** (" in md and reason in md
+    assert "| 0/1 (1 damaged) |" in md
+    printed = capsys.readouterr().out
+    assert "seed 0 is damaged" in printed and reason in printed
+
+
+def test_a_nan_final_error_is_reported_as_diverged(tmp_path: Path) -> None:
+    out = tmp_path / "exp"
+    _two_run_experiment(out)
+    (out / "b" / "seed0" / "result.json").write_text('{"status": "done", "final_error": NaN, "epochs": 2}')
+    report.write_report(out)
+    rows = results_by_config(out)
+    assert (rows["b"]["done"], rows["b"]["diverged"]) == ("0", "1")
+    assert "`b` seed 0 **diverged**" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize("record", ['{"suites": []}', "[1]", '{"suites": {"s": {"configs": "a", "seeds": [0]}}}',
+                                    '{"suites": {"s": {"configs": [{"name": "../x"}], "seeds": [0]}}}',
+                                    '{"suites": {"s": {"configs": [{"name": "a"}], "seeds": [true]}}}'])
+def test_a_damaged_experiment_json_is_one_line(tmp_path: Path, record: str, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "experiment.json").write_text(record)
+    with pytest.raises(UserError, match="experiment.json is damaged"):
+        run_cli("report", str(out))
+
+
+def test_experiment_run_exits_1_when_every_run_diverged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       tiny_cifar: Path) -> None:
+    def diverging(*args: object, **kwargs: object) -> None:
+        raise minise.train.NonFiniteLoss("the test loss became nan after epoch 1")
+
+    monkeypatch.setattr(minise.train, "train", diverging)
+    suite = tiny_suite(tmp_path)
+    assert run_cli("run", str(suite), "--seeds", "0", "--out", str(tmp_path / "exp"),
+                   "--data-dir", str(tiny_cifar)) == 1
+    result = json.loads((tmp_path / "exp" / "resnet8" / "seed0" / "result.json").read_text())
+    assert result["status"] == "diverged"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> None:
+    suite = tiny_suite(tmp_path, epochs=300, synthetic=True, n_train=32)
+    out = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, "-m", "minise", "experiment", "run", str(suite), "--seeds", "0",
+                             "--jobs", "2", "--out", str(out)], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    folders = [out / name / "seed0" for name in ("resnet8", "se_resnet8")]
+    deadline = time.monotonic() + 240
+    while not all((f / "last.npz").exists() for f in folders):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoints within 4 minutes"
+        time.sleep(0.05)
+    workers = [int((f / ".minise.lock").read_text()) for f in folders]
+    assert all(_alive(pid) for pid in workers)
+    os.kill(proc.pid, sig)  # the parent only, not its process group
+    proc.wait(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "the workers outlived their parent"
+        time.sleep(0.1)
+    for f in folders:
+        assert not list(f.glob("*.tmp")) and load_checkpoint(f / "last.npz")[1]["epoch"] >= 1
+        assert not (f / "result.json").exists()  # stopped, not finished
+
+
+def _http_server():
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"tcp://127.0.0.1:{server.server_address[1]}"
+
+
+def _silent_server():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts (the kernel does) and never says a word
+    return listener, f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _chatty_server():
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")  # what a web server says to Dask's handshake
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return listener, f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("server, message", [
+    (_http_server, "accepts connections but sent no Dask handshake within 1 s"),  # a web server waits to be asked
+    (_chatty_server, "answers, but not as a Dask scheduler (its first bytes are 'HTTP/1.1'"),  # was 3.07 EiB
+    (_silent_server, "accepts connections but sent no Dask handshake within 1 s"),  # was a hang past 120 s
+])
+def test_a_scheduler_address_that_is_no_scheduler_is_one_line_and_quick(tmp_path: Path, server, message: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT_S", 1.0)
+    handle, address = server()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UserError) as caught:
+            run_cli("run", str(tiny_suite(tmp_path, synthetic=True)), "--seeds", "0", "--out", str(tmp_path / "exp"),
+                    "--scheduler", address)
+        assert time.monotonic() - t0 < 30
+        assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    finally:
+        if hasattr(handle, "serve_forever"):  # the HTTP server
+            handle.shutdown()
+            handle.server_close()
+        else:
+            handle.close()

@@ -250,3 +250,16 @@ def test_schedule_sets_every_group_and_resumes() -> None:
     assert s2.lr == s.lr
     with pytest.raises(ValueError, match="schedule state for CosineLR"):
         ConstantLR(opt2).load_state_dict(state)
+
+
+@pytest.mark.parametrize("setting", [{"lr": math.nan}, {"lr": math.inf}, {"momentum": math.nan},
+                                     {"weight_decay": math.nan}, {"weight_decay": math.inf}, {"dampening": math.nan},
+                                     {"lr": "0.1"}, {"momentum": True}])
+def test_a_setting_that_is_not_a_finite_number_is_refused(setting: dict) -> None:
+    """Issue 30: a NaN or an infinity was accepted and made every weight NaN in one step."""
+    p = [Tensor(np.zeros(2), requires_grad=True)]
+    key = next(iter(setting))
+    with pytest.raises(ValueError, match=f"SGD: {key} must be a finite number"):
+        SGD(p, **{"lr": 0.1, **setting})
+    with pytest.raises(ValueError, match=f"SGD: {key} must be a finite number"):  # in a parameter group too
+        SGD([{"params": p, **setting}], lr=0.1)

@@ -284,3 +284,69 @@ def test_any_saved_configuration_is_checked(options: dict) -> None:
     check_config(config)
     with pytest.raises(UserError):
         resolve_config({**options, "surprise": 1})
+
+
+# ----------------------------------------------------------------------------- a suite folder (experiment report)
+_GOOD_RECORD = {"suites": {"s": {"title": "t", "protocol": "budget", "dataset": "cifar10", "seeds": [0, 1],
+                                 "configs": [{"name": "a", "label": "A", "baseline": None, "paper": {}},
+                                             {"name": "b", "label": "B", "baseline": "a", "paper": {"any": 5.0}}]}}}
+_GOOD_RESULT = {"status": "done", "final_error": 30.0, "best_error": 29.0, "best_epoch": 2, "epochs": 2,
+                "params": 10, "macs": 20, "images_per_s": 100.0, "wall_s": 3.0}
+_GOOD_METRICS = "epoch,step,test_loss,test_acc\n1,4,2.1,0.5\n2,8,1.9,0.7\n"
+
+
+def _metrics_text(draw: st.DrawFn) -> bytes:
+    return draw(st.one_of(
+        st.just(_GOOD_METRICS.encode()), st.binary(max_size=40),
+        st.lists(st.lists(st.one_of(st.text("0123456789.,-eantif\"\n\x00", max_size=5), st.floats().map(str)),
+                          max_size=5).map(",".join), max_size=4).map(lambda rows: "\n".join(rows).encode()),
+        st.builds(lambda header, row: f"{header}\n{row}\n".encode(),
+                  st.sampled_from(["epoch,test_acc", "epoch,test_accuracy", "test_acc", "epoch,test_acc,x"]),
+                  st.sampled_from(["1,0.5", "1,0.5,7", "1,", "1,nan", "1,inf", "x,y", ""])),
+    ))
+
+
+@st.composite
+def suite_folders(draw: st.DrawFn) -> dict:
+    """{relative path: bytes} of an experiment folder, each file good, damaged or replaced by anything."""
+    record = draw(st.one_of(st.just(_GOOD_RECORD), json_values,
+                            st.dictionaries(st.sampled_from(["seeds", "configs", "title", "dataset"]), json_values,
+                                            max_size=3).map(lambda s: {"suites": {"s": {**_GOOD_RECORD["suites"]["s"],
+                                                                                        **s}}})))
+    files = {"experiment.json": json.dumps(record).encode()}
+    for run in ("a/seed0", "a/seed1", "b/seed0", "b/seed1"):
+        result = draw(st.one_of(st.just(_GOOD_RESULT), json_values, st.none(),
+                                st.dictionaries(st.sampled_from(sorted(_GOOD_RESULT)), json_values,
+                                                max_size=3).map(lambda r: {**_GOOD_RESULT, **r})))
+        if result is not None:
+            files[f"{run}/result.json"] = (draw(st.binary(max_size=20)) if draw(st.booleans()) and result == {}
+                                           else json.dumps(result).encode())
+        if draw(st.booleans()):
+            files[f"{run}/metrics.csv"] = _metrics_text(draw)
+    return files
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=suite_folders())
+def test_any_suite_folder_is_reported_or_a_one_line_error(files: dict) -> None:
+    from minise.experiment import report
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for name, data in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        try:
+            data = report.write_report(root, figures=False)
+        except UserError as exc:
+            _one_line(exc)
+            assert "experiment.json" in str(exc)  # only the index itself stops a report; a damaged run does not
+            return
+        runs = [r for s in data["suites"] for c in s["configs"] for r in c.runs]
+        for r in runs:
+            assert r.status in ("done", "diverged", "failed", "damaged", "missing", "interrupted")
+            assert "\n" not in r.message
+            if r.status == "done":
+                assert isinstance(r.final_error, (int, float)) and math.isfinite(r.final_error)
+        md = (root / "results.md").read_text()
+        assert md.count("**damaged**") == sum(r.status == "damaged" for r in runs)

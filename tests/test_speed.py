@@ -632,3 +632,17 @@ def test_the_cache_size_is_read_once(monkeypatch, machine_cache_size):
     monkeypatch.setattr(speed.os, "listdir", lambda path: opened.append(path) or real_listdir(path))
     first = speed.default_block_bytes()
     assert speed.default_block_bytes() == first and len(opened) <= 1
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "²"])
+def test_a_bad_thread_setting_is_refused_when_needed_not_at_import(value: str, tmp_path) -> None:
+    """Issue 30: "abc" broke even `minise --version` (a ValueError at import); 0 and -1 became 1."""
+    env = {**os.environ, "MINISE_NUM_THREADS": value, "MINISE_OFFLINE": "1",
+           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    version = subprocess.run([sys.executable, "-m", "minise", "--version"], env=env, capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("minise "), version.stderr
+    train = subprocess.run([sys.executable, "-m", "minise", "train", "--quick", "--data-dir", str(tmp_path / "no"),
+                            "--out", str(tmp_path / "run")], env=env, capture_output=True, text=True)
+    assert train.returncode == 2
+    assert train.stderr == f"minise: error: MINISE_NUM_THREADS must be a positive int, got {value!r}\n"
+    assert not (tmp_path / "run").exists()

@@ -579,3 +579,287 @@ def test_evaluate_refuses_labels_outside_the_classes(device) -> None:
     result = train_mod.evaluate(model, data.test_images, data.test_labels, np.full(3, 0.5), np.full(3, 0.25), 10,
                                 device=device)
     assert result["count"] == 6
+
+
+# ----------------------------------------------------------------------------- issue 30: hostile and careless input
+def _test_loss_nan_at(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Make the test loss of ``epoch`` NaN (as the weights of a run with a huge learning rate make it)."""
+    real, calls = train_mod.evaluate, [0]
+
+    def fake(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == epoch:
+            result["loss"] = float("nan")
+        return result
+
+    monkeypatch.setattr(train_mod, "evaluate", fake)
+
+
+def test_a_nan_test_loss_is_divergence_never_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    _test_loss_nan_at(monkeypatch, 2)
+    out = tmp_path / "run"
+    code = main(["train", "--quick", "--model", "se_resnet8", "--reduction", "4", "--data-dir", str(tmp_path / "no"),
+                 "--limit-train", "32", "--limit-test", "20", "--batch-size", "16", "--epochs", "3",
+                 "--out", str(out), "--progress", "off"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "the test loss became nan after epoch 2" in captured.err
+    assert f"last good checkpoint is {out / 'last.npz'} (epoch 1)" in captured.err
+    assert "test loss nan" not in captured.out and captured.out.count("*best*") <= 1
+    assert load_checkpoint(out / "last.npz")[1]["epoch"] == 1
+    assert load_checkpoint(out / "best.npz")[1]["epoch"] == 1
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1]
+
+
+def test_a_nan_test_loss_in_the_first_epoch_writes_no_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    _test_loss_nan_at(monkeypatch, 1)
+    out = tmp_path / "run"
+    with pytest.raises(train_mod.NonFiniteLoss, match="no checkpoint was written"):
+        train(dict(TINY, epochs=1), out=out, progress=False, log=_quiet)
+    assert not (out / "best.npz").exists() and not (out / "last.npz").exists()
+
+
+_HOLD_LOCK = """
+import sys, time
+from minise.runfolder import lock_run_folder
+with lock_run_folder(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_writer_on_a_run_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train",
+                "32", "--limit-test", "20", "--out", str(out), "--progress", "off"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"minise: error: {out} is in use by another minise run (process {holder.pid})")
+        assert err.count("\n") == 1
+        assert sorted(p.name for p in out.iterdir()) == [".minise.lock"]  # nothing of the second run was written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0  # the lock died with its process
+    assert not (out / ".minise.lock").exists()
+
+
+def test_a_new_run_refuses_a_folder_with_another_runs_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}\n")  # a run stopped in its first epoch left this
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--out", str(out), "--progress", "off"]
+    assert main(args) == 2
+    assert "already holds a run's files (config.json) but no last.npz" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == "{}\n"
+
+
+def test_a_run_folder_deleted_during_the_run_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    out = tmp_path / "run"
+    real, calls = train_mod.evaluate, [0]
+
+    def deleting(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            shutil.rmtree(out)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate", deleting)
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--epochs", "3", "--out", str(out), "--progress", "off"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"the run folder {out} was deleted or replaced during the run" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+class _TermMidway(dict):
+    """Checkpoint arrays that send this process SIGTERM half-way through being written."""
+
+    def items(self):
+        import signal
+
+        for k, (key, value) in enumerate(super().items()):
+            if k == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield key, value
+
+
+def test_sigterm_during_a_checkpoint_write_discards_it_and_exits_143(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    real = train_mod.save_checkpoint
+
+    def save(path, arrays, meta):
+        if Path(path).name == "last.npz" and meta["epoch"] == 2:
+            arrays = _TermMidway(arrays)
+        return real(path, arrays, meta)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save)
+    out = tmp_path / "run"
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--epochs", "3", "--out", str(out), "--progress", "off"]
+    assert main(args) == 143
+    last = out / "last.npz"
+    assert capsys.readouterr().err == (f"minise: terminated (SIGTERM); continue from the last checkpoint, {last} "
+                                       f"(epoch 1), with `minise train --resume {last}`\n")
+    assert not list(out.glob("*.tmp")) and not (out / ".minise.lock").exists()
+    assert load_checkpoint(last)[1]["epoch"] == 1
+    import signal
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone again
+
+
+def test_sigterm_to_minise_train_says_what_was_saved(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MINISE_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "minise", "train", "--quick", "--model", "se_resnet8",
+                             "--data-dir", str(tmp_path / "no"), "--limit-train", "32", "--limit-test", "20",
+                             "--epochs", "200", "--out", str(out), "--progress", "off"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "last.npz").exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM); continue from the last checkpoint" in err and "Traceback" not in err
+    assert not list(out.glob("*.tmp"))
+    assert load_checkpoint(out / "last.npz")[1]["epoch"] >= 1
+
+
+def _rezip(source: Path, dest: Path, change) -> Path:
+    """A copy of the checkpoint zip with ``change(members)`` applied to its {name: bytes} (CRCs stay right)."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    change(members)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return dest
+
+
+def _rename(members: dict, old: str, new: str) -> None:
+    members[new] = members.pop(old)
+
+
+def _damage_npy_header(members: dict) -> None:
+    data = members["model/conv1.weight.npy"]
+    start = data.index(b"{'descr'")
+    members["model/conv1.weight.npy"] = data[:start] + b"{'''scr'" + data[start + 8:]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: _rename(m, "optimizer/momentum/5.npy", "optimizer/momentum/5.npx"),
+     r"holds 'optimizer/momentum/5.npx', which is neither meta.json nor an array"),
+    (lambda m: m.pop("optimizer/momentum/5.npy"),
+     r"its header lists array 'optimizer/momentum/5', which the file does not hold"),
+    (lambda m: m.pop("model/conv1.weight.npy"),
+     r"its header lists array 'model/conv1.weight', which the file does not hold"),
+    (lambda m: m.update({"optimizer/momentum/999.npy": m["optimizer/momentum/5.npy"]}),
+     r"holds array 'optimizer/momentum/999', which its header does not list"),
+    (_damage_npy_header, r"is not a readable minise checkpoint \(TokenError"),
+])
+def test_a_checkpoint_holds_exactly_the_arrays_its_header_lists(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                                change, message: str,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    path = _rezip(tiny_run[0] / "last.npz", tmp_path / "damaged" / "last.npz", change)
+    assert main(["train", "--resume", str(path), "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: ") and len(err.splitlines()) == 1 and re.search(message, err), err
+    assert main(["eval", "--checkpoint", str(path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: ") and len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_an_array_of_neither_model_nor_optimizer_is_refused(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from minise.checkpoint import save_checkpoint
+
+    arrays, meta = load_checkpoint(tiny_run[0] / "last.npz")
+    meta.pop("format")
+    save_checkpoint(tmp_path / "last.npz", {**arrays, "extra/thing": np.zeros(2)}, meta)
+    assert main(["train", "--resume", str(tmp_path / "last.npz"), "--progress", "off"]) == 2
+    assert "array 'extra/thing' belongs to neither the model nor the optimizer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("accuracies, best_epoch, said", [
+    ([0.2, 0.3], 2, "best.npz: a copy of {src}/last.npz (the run's best epoch so far, 2, is the one it continues"),
+    ([0.3, 0.2], 1, "best.npz: copied from {src}/best.npz (epoch 1, the run's best so far)"),
+])
+def test_resume_into_another_folder_takes_the_best_checkpoint_along(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracies: list, best_epoch: int, said: str) -> None:
+    src, dest = tmp_path / "first", tmp_path / "elsewhere"
+    with monkeypatch.context() as m:
+        _accuracies(m, accuracies)
+        train(TINY, out=src, stop_after=2, progress=False, log=_quiet)
+    _accuracies(monkeypatch, [0.1])
+    lines: list[str] = []
+    train({}, resume=src, out=dest, progress=False, log=lines.append)
+    assert said.format(src=src) in "\n".join(lines)
+    assert not any("stopped between" in line for line in lines)  # the old, wrong explanation
+    assert load_checkpoint(dest / "best.npz")[1]["epoch"] == best_epoch
+    with pytest.raises(train_mod.UserError, match="already holds a run"):  # and never over another run
+        train({}, resume=src, out=dest, progress=False, log=_quiet)
+
+
+
+def test_out_of_memory_is_a_usage_error_naming_the_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.07 EiB for an array")
+
+    monkeypatch.setattr(train_mod, "train_epoch", too_big)
+    args = ["train", "--quick", "--model", "se_resnet8", "--data-dir", str(tmp_path / "no"), "--limit-train", "32",
+            "--limit-test", "20", "--batch-size", "32", "--out", str(tmp_path / "run"), "--progress", "off"]
+    assert main(args) == 2  # not 1, which says the loss became NaN
+    err = capsys.readouterr().err
+    assert err.startswith("minise: error: out of memory (Unable to allocate 3.07 EiB for an array) training "
+                          "se_resnet8 at batch size 32") and err.count("\n") == 1
+    assert "no checkpoint was written" in err
+
+
+def test_eval_warns_when_the_confusion_image_cannot_be_written(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # (a read-only folder does not stop root, who runs some test machines)
+    assert main(["eval", "--checkpoint", str(tiny_run[0] / "best.npz"), "--out", str(blocked)]) == 0
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out
+    assert f"(could not write the confusion matrix image {blocked / 'confusion-best.png'}: " in captured.out
+    assert captured.err == ""
+
+
+def test_a_long_name_that_fits_is_written_whatever_its_temporary_name(tiny_run: tuple[Path, dict], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    from minise.fileio import temporaries, write_atomic
+
+    stem = "s" * 240  # confusion-<stem>.png is 254 bytes: it fits, its temporary name (+17) would not
+    checkpoint = tmp_path / f"{stem}.npz"
+    shutil.copyfile(tiny_run[0] / "best.npz", checkpoint)
+    assert main(["eval", "--checkpoint", str(checkpoint)]) == 0
+    assert "could not" not in capsys.readouterr().out
+    assert (tmp_path / f"confusion-{stem}.png").stat().st_size > 1000
+    name = tmp_path / ("é" * 127)  # 254 bytes of UTF-8
+    write_atomic(name, "x")
+    assert name.read_text() == "x" and not temporaries(name)

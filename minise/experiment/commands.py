@@ -107,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"finished: {len(results) - len(failed) - len(diverged)} done, {len(diverged)} diverged, {len(failed)} "
           f"failed (run the same command again to retry failed runs); tables: minise experiment report {out}",
           flush=True)
-    return 1 if failed else 0
+    return 1 if failed or (results and len(diverged) == len(results)) else 0  # all diverged: as `train` does
 
 
 def list_command(args: argparse.Namespace) -> int:
@@ -144,5 +144,8 @@ def report_command(args: argparse.Namespace) -> int:
             fin = c.final
             mean = "—" if fin["n"] == 0 else f"{fin['mean']:.2f}%"
             print(f"  {c.name:<28} error {mean:>7} over {fin['n']}/{len(c.runs)} run(s)")
+            for r in c.runs:
+                if r.status == "damaged":
+                    print(f"    seed {r.seed} is damaged, not in the mean: {r.message}")
     print(f"wrote {root / 'results.md'}, {root / 'results.csv'}, {root / 'runs.csv'} and the figures")
     return 0

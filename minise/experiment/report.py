@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from .runner import RESULT, read_json, read_metrics, write_atomic
 
 __all__ = ["summary_stats", "paired_stats", "collect", "write_report", "ConfigResult", "EXPERIMENT_FILE"]
@@ -106,17 +106,80 @@ def _paper_value(paper: dict[str, float], dataset: str) -> float | None:
     return None
 
 
+STATUSES = ("done", "diverged", "failed")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _run_result(folder: Path, seed: int) -> RunResult:
+    """The run in ``folder`` as the report sees it; a run whose files are damaged is "damaged", with the reason."""
+    try:
+        return _read_run(folder, seed)
+    except UserError as exc:
+        return RunResult(seed, "damaged", message=one_line(exc, 200))
+
+
+def _read_run(folder: Path, seed: int) -> RunResult:
     result = read_json(folder / RESULT)
     history = read_metrics(folder)
+    if history and "test_acc" not in history[0]:
+        raise UserError(f"{folder / 'metrics.csv'} has no test_acc column")
     curve = [100 * (1 - r["test_acc"]) for r in history]
     if result is None:
         status = "interrupted" if (folder / "last.npz").exists() else "missing"
         return RunResult(seed, status, epochs=len(history), curve=curve)
-    return RunResult(seed, result.get("status", "failed"), result.get("final_error"), result.get("best_error"),
-                     result.get("best_epoch"), int(result.get("epochs") or len(history)), result.get("images_per_s"),
-                     result.get("wall_s"), curve, result.get("params"), result.get("macs"),
-                     str(result.get("message") or ""), str(result.get("machine") or ""))
+    where = folder / RESULT
+    if not isinstance(result, dict):
+        raise UserError(f"{where} holds a {type(result).__name__}, not an object")
+    status = result.get("status", "failed")
+    if status not in STATUSES:
+        raise UserError(f"{where}: status {one_line(repr(status), 40)} is none of {', '.join(STATUSES)}")
+    checks = {"final_error": _number, "best_error": _number, "images_per_s": _number, "wall_s": _number,
+              "best_epoch": lambda v: _number(v) and int(v) == v, "epochs": lambda v: _number(v) and int(v) == v,
+              "params": lambda v: _number(v) and int(v) == v, "macs": lambda v: _number(v) and int(v) == v}
+    for key, ok in checks.items():
+        value = result.get(key)
+        if value is not None and not ok(value):
+            raise UserError(f"{where}: {key} is {one_line(repr(value), 40)}, not a number")
+    final = result.get("final_error")
+    if status == "done" and final is None:
+        raise UserError(f"{where}: a finished run with no final_error")
+    if status == "done" and not math.isfinite(final):
+        status = "diverged"  # its last test accuracy was not a number
+    return RunResult(seed, status, final if status == "done" else None,
+                     result.get("best_error") if status == "done" else None, result.get("best_epoch"),
+                     int(result.get("epochs") or len(history)), result.get("images_per_s"), result.get("wall_s"),
+                     curve, result.get("params"), result.get("macs"), one_line(result.get("message") or "", 300),
+                     one_line(result.get("machine") or "", 300))
+
+
+def _check_record(path: Path, record: Any) -> None:
+    """``experiment.json`` as ``experiment run`` writes it, or a :class:`UserError` naming what is not."""
+    def bad(what: str) -> UserError:
+        return UserError(f"{path} is damaged ({what}); `minise experiment run` rewrites it")
+
+    if not isinstance(record, dict) or not isinstance(record.get("suites"), dict):
+        raise bad("its suites are not an object of suite name: suite")
+    for name, suite in record["suites"].items():
+        if not isinstance(suite, dict) or not isinstance(suite.get("configs"), list):
+            raise bad(f"suite {one_line(repr(name), 40)} has no list of configs")
+        seeds = suite.get("seeds")
+        if not isinstance(seeds, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                   for v in seeds):
+            raise bad(f"suite {one_line(repr(name), 40)}: its seeds are not integers >= 0")
+        for c in suite["configs"]:
+            cname = c.get("name") if isinstance(c, dict) else None
+            if (not isinstance(cname, str) or not cname or cname in (".", "..") or "/" in cname or "\\" in cname
+                    or not isinstance(c.get("label", ""), str) or not isinstance(c.get("paper", {}), dict)
+                    or not all(_number(v) for v in c.get("paper", {}).values())
+                    or not isinstance(c.get("baseline") or "", str)):
+                raise bad(f"suite {one_line(repr(name), 40)} has a configuration {one_line(repr(c), 60)} that no "
+                          "run writes")
+        for key in ("title", "protocol", "protocol_note", "dataset", "paper_note"):
+            if not isinstance(suite.get(key, ""), str):
+                raise bad(f"suite {one_line(repr(name), 40)}: {key} is not text")
 
 
 def collect(root: Path) -> dict[str, Any]:
@@ -126,15 +189,16 @@ def collect(root: Path) -> dict[str, Any]:
     if record is None:
         raise UserError(f"{root} holds no {EXPERIMENT_FILE}: give the folder that `minise experiment run --out` "
                         "wrote")
+    _check_record(root / EXPERIMENT_FILE, record)
     suites = []
-    for name, suite in record.get("suites", {}).items():
+    for name, suite in record["suites"].items():
         configs: list[ConfigResult] = []
         for c in suite["configs"]:
             runs = [_run_result(root / c["name"] / f"seed{s}", s) for s in suite["seeds"]]
-            cr = ConfigResult(c["name"], c["label"], c.get("baseline"), _paper_value(c.get("paper", {}),
-                              suite.get("dataset", "cifar10")), runs)
+            cr = ConfigResult(c["name"], c.get("label", c["name"]), c.get("baseline"),
+                              _paper_value(c.get("paper", {}), suite.get("dataset", "cifar10")), runs)
             cr.final = summary_stats([r.final_error for r in cr.done])
-            cr.best = summary_stats([r.best_error for r in cr.done])
+            cr.best = summary_stats([r.best_error for r in cr.done if r.best_error is not None])
             configs.append(cr)
         by_name = {c.name: c for c in configs}
         for c in configs:
@@ -207,6 +271,8 @@ def _markdown(data: dict[str, Any], figures: dict[str, list[str]]) -> str:
                                  "the mean.")
                 elif r.status == "failed":
                     notes.append(f"- `{c.name}` seed {r.seed} **failed**: {r.message}")
+                elif r.status == "damaged":
+                    notes.append(f"- `{c.name}` seed {r.seed} is **damaged** ({r.message}): not in the mean.")
                 elif r.status in ("missing", "interrupted"):
                     notes.append(f"- `{c.name}` seed {r.seed} is **{r.status}**"
                                  + (f" (after {r.epochs} epoch(s))" if r.epochs else "") + ": not in the mean.")
@@ -231,7 +297,7 @@ def _markdown(data: dict[str, Any], figures: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["suite", "config", "label", "runs", "done", "diverged", "failed", "missing",
+CSV_FIELDS = ["suite", "config", "label", "runs", "done", "diverged", "failed", "missing", "damaged",
               "final_error_mean", "final_error_sd", "final_error_ci_low", "final_error_ci_high",
               "best_error_mean", "best_error_sd", "params", "macs", "images_per_s", "baseline", "paired_n",
               "diff_mean", "diff_sd", "diff_ci_low", "diff_ci_high", "diff_p", "paper_error"]
@@ -248,12 +314,13 @@ def _csv(data: dict[str, Any]) -> tuple[str, str]:
     for suite in data["suites"]:
         for c in suite["configs"]:
             speeds = [r.images_per_s for r in c.done if r.images_per_s]
-            count = {s: sum(r.status == s for r in c.runs) for s in ("diverged", "failed")}
+            count = {s: sum(r.status == s for r in c.runs) for s in ("diverged", "failed", "damaged")}
             d = c.diff or {}
             w.writerow({
                 "suite": suite["name"], "config": c.name, "label": c.label, "runs": len(c.runs), "done": len(c.done),
                 "diverged": count["diverged"], "failed": count["failed"],
-                "missing": len(c.runs) - len(c.done) - count["diverged"] - count["failed"],
+                "missing": len(c.runs) - len(c.done) - count["diverged"] - count["failed"] - count["damaged"],
+                "damaged": count["damaged"],
                 "final_error_mean": c.final["mean"], "final_error_sd": c.final["sd"],
                 "final_error_ci_low": c.final["lo"], "final_error_ci_high": c.final["hi"],
                 "best_error_mean": c.best["mean"], "best_error_sd": c.best["sd"],
@@ -336,7 +403,8 @@ def _figures(data: dict[str, Any], root: Path) -> dict[str, list[str]]:
             ax.set_title(c.name, fontsize=9)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6)
+            if ax.get_legend_handles_labels()[0]:  # a configuration with no curve at all has no legend
+                ax.legend(fontsize=6)
         for k in range(len(configs), rows * cols):
             axes[k // cols][k % cols].axis("off")
         axes[0][0].set_ylabel("test error %")

@@ -18,6 +18,8 @@ import math
 import os
 import platform
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,8 @@ from typing import Any
 
 from .. import fileio
 from ..config import resolve_config
-from ..errors import MiniseError, UserError
+from ..errors import MiniseError, UserError, one_line
+from ..runfolder import check_run_folder, lock_run_folder
 from ..train import Interrupted, NonFiniteLoss
 from .suites import PROTOCOLS, Config, Suite
 
@@ -80,15 +83,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_metrics(folder: Path) -> list[dict[str, float]]:
-    """The per-epoch rows of ``metrics.csv`` as numbers (empty when there is none yet)."""
+    """The per-epoch rows of ``metrics.csv`` as numbers (empty when there is none yet).
+
+    A file that is not such a table (not text, a row with more fields than the header, a field that
+    is not a number) is a :class:`UserError` that says where."""
     path = Path(folder) / "metrics.csv"
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = []
-        for row in csv.DictReader(f):
-            rows.append({k: float(v) if v not in ("", None) else math.nan for k, v in row.items()})
-        return rows
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = []
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                if None in row:
+                    raise UserError(f"{path}: line {line} has more fields than the header")
+                try:
+                    rows.append({k: float(v) if v not in ("", None) else math.nan for k, v in row.items()})
+                except ValueError:
+                    raise UserError(f"{path}: line {line} holds a field that is not a number") from None
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path} is not a readable metrics table ({type(exc).__name__}: {one_line(exc, 80)})") from None
 
 
 def model_cost(train_config: dict[str, Any]) -> tuple[int, int]:
@@ -160,12 +174,15 @@ def check(runs: list[Run]) -> None:
                 problems.append(f"{folder}: holds a run but no config.json")
             run.state = "new"
             continue
+        if not isinstance(stored, dict):
+            problems.append(f"{folder}: its config.json holds a {type(stored).__name__}, not a run configuration")
+            continue
         diff = _differences(run.train_config, stored)
         if diff:
             problems.append(f"{folder} holds a different configuration ({'; '.join(diff)})")
             continue
         result = read_json(folder / RESULT)
-        if result is not None and result.get("status") in FINISHED:
+        if isinstance(result, dict) and result.get("status") in FINISHED:
             run.state = "finished"
         elif (folder / "last.npz").exists():
             run.state = "resume"
@@ -208,9 +225,17 @@ def execute(task: dict[str, Any], log: Callable[[str], None] | None = None) -> d
     from ..train import train  # noqa: PLC0415
 
     folder = Path(task["folder"])
-    folder.mkdir(parents=True, exist_ok=True)
-    previous = read_json(folder / RESULT) or {}
+    with lock_run_folder(folder):  # one writer per run folder: a second `experiment run` is refused here
+        return _execute(task, folder, train, log)
+
+
+def _execute(task: dict[str, Any], folder: Path, train: Callable[..., Any],
+             log: Callable[[str], None] | None) -> dict[str, Any]:
+    previous = read_json(folder / RESULT)
+    previous = previous if isinstance(previous, dict) else {}
     resume = folder / "last.npz" if (folder / "last.npz").exists() else None
+    if resume is None:  # stopped before its first epoch ended (check() found its config.json the planned one)
+        (folder / "config.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     status, message = "done", ""
     with open(folder / "train.log", "a", encoding="utf-8") as log_file:
@@ -228,11 +253,14 @@ def execute(task: dict[str, Any], log: Callable[[str], None] | None = None) -> d
         except NonFiniteLoss as exc:
             status, message = "diverged", str(exc)
             write(f"diverged: {exc}")
-        except Interrupted:
-            raise Interrupted(f"interrupted during {task['name']} seed {task['seed']}: run the same `minise "
+        except Interrupted as exc:
+            how = "terminated (SIGTERM)" if exc.exit_code == 143 else "interrupted"
+            raise Interrupted(f"{how} during {task['name']} seed {task['seed']}: run the same `minise "
                               "experiment run` command again (finished runs are skipped, this one continues "
-                              f"from {folder / 'last.npz'} if an epoch had ended)") from None
-    wall = time.perf_counter() - t0 + float(previous.get("wall_s") or 0.0)
+                              f"from {folder / 'last.npz'} if an epoch had ended)", exc.exit_code) from None
+    check_run_folder(folder)  # deleted during the run: write nothing more there
+    earlier = previous.get("wall_s")
+    wall = time.perf_counter() - t0 + (float(earlier) if isinstance(earlier, (int, float)) and earlier > 0 else 0.0)
     result = _summarise(folder, status, message, task, wall)
     write_atomic(folder / RESULT, json.dumps(result, indent=1) + "\n")
     return result
@@ -335,7 +363,7 @@ def run_local(runs: list[Run], jobs: int, device: str, data_dir: str | None, pro
                 if slot in running or not pending or fatal is not None:
                     continue
                 run = pending.pop(0)
-                env = dict(os.environ)
+                env = dict(os.environ, MINISE_PARENT_PID=str(os.getpid()))  # the worker dies with this process
                 if threads is not None:
                     env.update(thread_env(threads))
                 else:
@@ -405,16 +433,56 @@ def remote_execute(task: dict[str, Any], files: dict[str, bytes]) -> dict[str, A
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SCHEDULER_TIMEOUT_S = 20.0  # to connect to a Dask scheduler and to hear its first message
+_MAX_HANDSHAKE_BYTES = 64 << 20  # a scheduler's first message (its handshake) is a few hundred bytes
+
+
+def probe_scheduler(address: str, timeout: float | None = None) -> None:
+    """A :class:`UserError` unless a Dask scheduler answers at the ``tcp://`` ``address`` within
+    ``timeout`` seconds (default ``SCHEDULER_TIMEOUT_S``).
+
+    A scheduler sends its handshake as soon as a connection opens: 8 bytes of message length (little
+    endian), then the message. Distributed's own client waits for it without a time limit and takes
+    any 8 bytes as that length (an HTTP server's "HTTP/1.1" asks for 3.07 EiB), so the probe reads
+    them first, bounded in time and size. Other schemes (tls://, ws://, inproc://) are left to Dask.
+    """
+    timeout = SCHEDULER_TIMEOUT_S if timeout is None else timeout
+    scheme, _, location = address.rpartition("://")
+    host, _, port = location.rpartition(":")
+    if scheme not in ("", "tcp") or not port.isdigit() or not host:
+        return
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            head = b""
+            while len(head) < 8:
+                chunk = conn.recv(8 - len(head))
+                if not chunk:
+                    raise UserError(f"{address!r} closed the connection without a word: not a Dask scheduler")
+                head += chunk
+    except TimeoutError:
+        raise UserError(f"{address!r} accepts connections but sent no Dask handshake within {timeout:g} s: is "
+                        "it a Dask scheduler (and not, say, a web server)?") from None
+    except OSError as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc.strerror or exc}") from None
+    (length,) = struct.unpack("<Q", head)
+    if not 0 < length <= _MAX_HANDSHAKE_BYTES:
+        raise UserError(f"{address!r} answers, but not as a Dask scheduler (its first bytes are "
+                        f"{head.decode('latin-1')!r}, not the length of a Dask message)")
+
+
 def run_dask(runs: list[Run], address: str, device: str, data_dir: str | None, progress: Progress) -> list[dict]:
     """Send ``runs`` as tasks to the Dask scheduler at ``address``; write each run's files as they come back."""
     try:
         from distributed import Client, as_completed  # noqa: PLC0415
     except ImportError:
         raise UserError("--scheduler needs Dask's distributed package: pip install 'minise[cluster]'") from None
+    probe_scheduler(address)
     try:
-        client = Client(address, timeout="20s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
+        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S:g}s")
+    except (OSError, TimeoutError, ValueError, MemoryError) as exc:
+        raise UserError(f"cannot reach the Dask scheduler at {address!r}: {one_line(exc, 200)}") from None
     results = []
     try:
         futures = {}

@@ -245,8 +245,9 @@ def load_suite(spec: str) -> Suite:
         raise UserError(f"{path}: protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     seeds = doc.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds
-                              or not all(isinstance(s, int) and s >= 0 for s in seeds)):
-        raise UserError(f"{path}: seeds must be a list of integers >= 0, got {seeds!r}")
+                              or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+                              or len(set(seeds)) != len(seeds)):
+        raise UserError(f"{path}: seeds must be a list of distinct integers >= 0, got {seeds!r}")
     return Suite(str(doc.get("name", path.stem)), str(doc.get("title", path.stem)), tuple(configs),
                  "the paper's values as given in the suite file", protocol,
                  tuple(seeds) if seeds is not None else None, dict(overrides))

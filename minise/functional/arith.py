@@ -175,6 +175,8 @@ class Mean(Sum):
         n = 1
         for a in self.axes:
             n *= x.shape[a]
+        if n == 0:  # (1/0) Σ of nothing: no number, so an error rather than NaN and a warning
+            raise ValueError(f"mean: over no elements (axes {tuple(self.axes)} of shape {tuple(x.shape)})")
         self.n = n
         return y / x.dtype.type(n)
 

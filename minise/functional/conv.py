@@ -122,7 +122,10 @@ class Conv2d(Function):
         x, w = self.saved
         need_x, need_w = self.needs_input_grad[:2]
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
-        if _is_pointwise(self.geo):
+        if x.shape[0] == 0:  # an empty batch: ∂L/∂x is empty and ∂L/∂W = Σ over no images = 0
+            xp = get_array_module(x, w)
+            gx, gw = (xp.zeros_like(x) if need_x else None), (xp.zeros_like(w) if need_w else None)
+        elif _is_pointwise(self.geo):
             gx, gw = _pointwise_backward(x, w, gy, self.stride, self.groups, need_x, need_w)
         elif self.fast is not None:
             gx, gw = self.fast.backward(x, w, gy, self.geo, need_x, need_w)

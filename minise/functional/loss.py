@@ -68,6 +68,8 @@ class CrossEntropy(Function):
         if target.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
         n, k = x.shape
+        if n == 0 or k == 0:  # (1/N) Σ over no rows, or a softmax over no classes, is not a number
+            raise ValueError(f"cross_entropy: needs at least one row and one class, got input of shape {(n, k)}")
         # out-of-range indices would wrap silently on a GPU: check them (one small device-to-host
         # sync), unless the caller checked them already on the host (``checked_targets``)
         if not _targets_vouched_for(k) and bool(((target < 0) | (target >= k)).any()):

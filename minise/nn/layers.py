@@ -12,6 +12,7 @@ weights w ~ U(±1/√fan_in) (kaiming_uniform_ with a = √5), biases U(±1/√f
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy
 
@@ -35,18 +36,36 @@ def _empty_parameter(*shape: int) -> Parameter:
     return Parameter(numpy.zeros(shape, dtype=numpy.float32), device=backend.get_default_device())
 
 
+def _count(value: Any, name: str, layer: str) -> int:
+    """``value`` if it is a positive int, else a one-line ValueError (at construction, not at the first forward)."""
+    if not isinstance(value, (int, numpy.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _at_least(values: tuple[int, int], low: int, name: str, layer: str) -> tuple[int, int]:
+    if min(values) < low:
+        raise ValueError(f"{layer}: {name} must be at least {low}, got {values}")
+    return values
+
+
 class Conv2d(Module):
     """y = W ∗ x + b for NCHW input: weight (out_channels, in_channels/groups, kh, kw), bias (out_channels,)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
                  padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1, bias: bool = True) -> None:
         super().__init__()
+        in_channels, out_channels = _count(in_channels, "in_channels", "Conv2d"), _count(out_channels, "out_channels",
+                                                                                          "Conv2d")
+        groups = _count(groups, "groups", "Conv2d")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must both be divisible by groups ({groups})")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = pair(kernel_size, "kernel_size", "Conv2d"), pair(stride, "stride", "Conv2d")
-        self.padding, self.dilation = pair(padding, "padding", "Conv2d"), pair(dilation, "dilation", "Conv2d")
+        self.kernel_size = _at_least(pair(kernel_size, "kernel_size", "Conv2d"), 1, "kernel_size", "Conv2d")
+        self.stride = _at_least(pair(stride, "stride", "Conv2d"), 1, "stride", "Conv2d")
+        self.padding = _at_least(pair(padding, "padding", "Conv2d"), 0, "padding", "Conv2d")
+        self.dilation = _at_least(pair(dilation, "dilation", "Conv2d"), 1, "dilation", "Conv2d")
         self.groups = groups
         self.weight = _empty_parameter(out_channels, in_channels // groups, *self.kernel_size)
         self.bias = _empty_parameter(out_channels) if bias else None
@@ -86,6 +105,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
+        in_features, out_features = _count(in_features, "in_features", "Linear"), _count(out_features, "out_features",
+                                                                                          "Linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = _empty_parameter(out_features, in_features)
         self.bias = _empty_parameter(out_features) if bias else None
@@ -118,6 +139,13 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True) -> None:
         super().__init__()
+        layer = type(self).__name__
+        num_features = _count(num_features, "num_features", layer)
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"{layer}: eps must be a finite number > 0, got {eps!r}")
+        if momentum is not None and (not isinstance(momentum, (int, float)) or isinstance(momentum, bool)
+                                     or not 0 <= momentum <= 1):
+            raise ValueError(f"{layer}: momentum must be in [0, 1] or None, got {momentum!r}")
         self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
         device = backend.get_default_device()
         self.weight = init.ones_(_empty_parameter(num_features)) if affine else None

@@ -308,3 +308,14 @@ def test_gpu_keeps_one_call(simulated_gpu, monkeypatch):
     monkeypatch.setattr(speed, "NUM_THREADS", 4)
     x = on("cuda", np.zeros((8, 2, 5, 5)))
     assert speed.batch_parts(x) == [slice(None)]
+
+
+def test_backward_of_an_empty_batch() -> None:
+    """Issue 30: ∂L/∂x of 0 images is empty and ∂L/∂W = Σ over no images = 0 (was an AttributeError)."""
+    for shape, kwargs in (((4, 3, 3, 3), {}), ((4, 3, 3, 3), {"stride": 2, "padding": 1}), ((4, 3, 1, 1), {})):
+        x = Tensor(np.zeros((0, 3, 5, 5), np.float32), requires_grad=True)
+        w = Tensor(np.ones(shape, np.float32), requires_grad=True)
+        b = Tensor(np.ones(4, np.float32), requires_grad=True)
+        F.conv2d(x, w, b, **kwargs).sum().backward()
+        assert x.grad.shape == (0, 3, 5, 5) and w.grad.shape == shape
+        assert not w.grad.data.any() and not b.grad.data.any()

@@ -92,3 +92,10 @@ def test_checked_targets_leave_out_only_the_device_read(simulated_gpu):
         with pytest.raises(ValueError, match="num_classes must be a positive int"):
             with checked_targets(wrong):
                 pass
+
+
+@pytest.mark.parametrize("shape", [(0, 10), (3, 0)])
+def test_cross_entropy_of_no_rows_or_no_classes_is_an_error(shape) -> None:
+    """Issue 30: the mean over 0 rows was NaN with only a RuntimeWarning."""
+    with pytest.raises(ValueError, match=r"cross_entropy: needs at least one row and one class"):
+        F.cross_entropy(Tensor(np.zeros(shape, np.float32)), Tensor(np.zeros(shape[0], np.int64)))

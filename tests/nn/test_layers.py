@@ -187,3 +187,24 @@ def test_manual_seed_reproduces_and_devices_agree(simulated_gpu) -> None:
     np.testing.assert_array_equal(layer.weight.numpy(), a)
     init.manual_seed(4)
     assert not np.array_equal(nn.Conv2d(3, 4, 3).weight.numpy(), a)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nn.Conv2d(0, 3, 3), r"Conv2d: in_channels must be a positive int, got 0"),
+    (lambda: nn.Conv2d(3, 0, 3), r"Conv2d: out_channels must be a positive int, got 0"),
+    (lambda: nn.Conv2d(3, 3, 3, groups=0), r"Conv2d: groups must be a positive int, got 0"),
+    (lambda: nn.Conv2d(3, 3, 0), r"Conv2d: kernel_size must be at least 1, got \(0, 0\)"),
+    (lambda: nn.Conv2d(3, 3, 3, stride=0), r"Conv2d: stride must be at least 1, got \(0, 0\)"),
+    (lambda: nn.Conv2d(3, 3, 3, padding=-1), r"Conv2d: padding must be at least 0, got \(-1, -1\)"),
+    (lambda: nn.Conv2d(3, 3, 3, dilation=(1, 0)), r"Conv2d: dilation must be at least 1, got \(1, 0\)"),
+    (lambda: nn.Conv2d(3.0, 3, 3), r"Conv2d: in_channels must be a positive int, got 3.0"),
+    (lambda: nn.Linear(0, 3), r"Linear: in_features must be a positive int, got 0"),
+    (lambda: nn.BatchNorm2d(0), r"BatchNorm2d: num_features must be a positive int, got 0"),
+    (lambda: nn.BatchNorm1d(True), r"BatchNorm1d: num_features must be a positive int, got True"),
+    (lambda: nn.BatchNorm2d(3, eps=0.0), r"BatchNorm2d: eps must be a finite number > 0, got 0.0"),
+    (lambda: nn.BatchNorm2d(3, momentum=float("nan")), r"BatchNorm2d: momentum must be in \[0, 1\] or None"),
+])
+def test_impossible_layers_are_refused_at_construction(make, message: str) -> None:
+    """Issue 30: these were accepted (or a ZeroDivisionError) and failed only at the first forward."""
+    with pytest.raises(ValueError, match=message):
+        make()
