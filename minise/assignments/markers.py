@@ -147,7 +147,7 @@ def find_parts(package: str | Path) -> dict[str, Part]:
     for py in sorted(package.rglob("*.py")):
         if py.relative_to(package).parts[0] == "_kit":  # a wheel's copy of the tests, not the package
             continue
-        text = read_regular(py, 4 << 20)  # a student copy's too (a self-check): never a pipe or a link
+        text = read_regular(py)  # a student copy's too (a self-check): never a pipe or a link
         if text is None:
             continue
         if "# BEGIN SOLUTION" not in text and "raise NotImplementedError(\"assignment '" not in text:
@@ -188,7 +188,7 @@ def _enclosing(tree: ast.Module, line: int) -> tuple[str, str]:
 def manifest_parts(copy: str | Path) -> dict[str, Part]:
     """The parts a student copy was made with, from its ASSIGNMENTS.json (written by ``make``): what a
     self-check names once the student has replaced the stubs. Anything malformed is left out."""
-    text = read_regular(Path(copy) / "ASSIGNMENTS.json", 4 << 20)
+    text = read_regular(Path(copy) / "ASSIGNMENTS.json")
     try:
         where = json.loads(text).get("where", {}) if text is not None else {}
     except (ValueError, AttributeError):
@@ -202,7 +202,11 @@ def manifest_parts(copy: str | Path) -> dict[str, Part]:
     return parts
 
 
-def read_regular(path: Path, most: int) -> str | None:
+MAX_TEXT_BYTES = 4 << 20
+"""The most of one student file the grader reads outside the sandbox (source, manifest)."""
+
+
+def read_regular(path: Path, most: int = MAX_TEXT_BYTES) -> str | None:
     """The first ``most`` bytes of ``path`` as text if it is a regular file (not a link, pipe or device;
     opened without blocking, checked on the open file), else None. For reading a student's files outside
     the sandbox."""
